@@ -1,0 +1,1 @@
+//! SCGI netstring requests.
