@@ -1,0 +1,754 @@
+//! Configuration: a serde mirror of the TOML, layered by the `config` crate (built-in
+//! defaults < file < `PORTICO_*` environment < command-line overrides), then converted once
+//! into typed values ("parse, don't validate"). `portico check` is exactly that conversion.
+//!
+//! Every error names the key (`route[1].cgi.timeout`) and, when the file has it, the line.
+//! Only this file names the `config` crate. Must not import rt, listen or backend.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::addr::Address;
+
+/// The typed configuration the server runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `[server]`.
+    pub server: Server,
+    /// `[http]`: limits and timeouts of HTTP listeners.
+    pub http: Http,
+    /// `[[listen]]`, in order.
+    pub listeners: Vec<Listen>,
+    /// `[[route]]`, in order.
+    pub routes: Vec<Route>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// `name`: SERVER_NAME when the request has no usable Host. Default `localhost`.
+    pub name: String,
+    /// `software`: SERVER_SOFTWARE. Default `portico/<version>`.
+    pub software: String,
+    /// `grace`: how long shutdown waits for in-flight requests. Default 10 s.
+    pub grace: Duration,
+    /// `access_log`: `"stderr"` (default), `"off"`, or a file path.
+    pub access_log: AccessLog,
+    /// `max_redirects`: local redirect hops before 500. Default 5.
+    pub max_redirects: u8,
+}
+
+/// Where the access log goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLog {
+    /// No access log.
+    Off,
+    /// Standard error.
+    Stderr,
+    /// Appended to a file.
+    File(PathBuf),
+}
+
+/// `[http]`: limits of HTTP listeners.
+#[derive(Debug, Clone)]
+pub struct Http {
+    /// `max_header_bytes`: request line plus header block; past it 431. Default 16 KiB.
+    pub max_header_bytes: usize,
+    /// `max_headers`: number of request header fields; past it 431. Default 100.
+    pub max_headers: usize,
+    /// `max_body_bytes`: request body size; past it 413. Default 1 GiB.
+    pub max_body_bytes: u64,
+    /// `header_timeout`: time to receive a request head. Default 30 s.
+    pub header_timeout: Duration,
+    /// `idle_timeout`: a kept-alive connection with no request in flight is closed after
+    /// this. Default 60 s.
+    pub idle_timeout: Duration,
+    /// `max_connections`: open connections per listener; more wait in the accept queue.
+    /// Default 1024.
+    pub max_connections: usize,
+}
+
+/// The wire protocol of a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1.
+    Http,
+    /// FastCGI (portico as the application).
+    Fastcgi,
+    /// SCGI (portico as the server).
+    Scgi,
+}
+
+/// `[[listen]]`.
+#[derive(Debug, Clone)]
+pub struct Listen {
+    /// `protocol`: `http` (default), `fastcgi` or `scgi`.
+    pub protocol: Protocol,
+    /// `address`: `HOST:PORT` or `unix:/path`.
+    pub address: Address,
+    /// `socket_mode`: permission bits of a Unix socket, as an octal string. Default none
+    /// (the umask decides).
+    pub socket_mode: Option<u32>,
+}
+
+/// How a route matches the request path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Matcher {
+    /// `exact = "/"`: the path equals this.
+    Exact(String),
+    /// `prefix = "/cgi-bin/"`: the path starts with this.
+    Prefix(String),
+    /// `suffix = ".php"`: a path segment ends with this.
+    Suffix(String),
+}
+
+/// `[[route]]`.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// `name`: used in logs and status; defaults to the matcher text.
+    pub name: String,
+    /// `exact`, `prefix` or `suffix`.
+    pub matcher: Matcher,
+    /// What serves it: `cgi = {…}` or `handler = "name"`.
+    pub target: Target,
+}
+
+/// The backend of a route.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// `cgi = { root = … }`: spawn scripts.
+    Cgi(Arc<Cgi>),
+    /// `handler = "echo"`: an in-process handler registered under that name.
+    Handler(String),
+}
+
+/// Which request headers become `HTTP_*` variables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderPolicy {
+    /// `"strict"` (default): names with anything but letters, digits and `-` are dropped
+    /// (CGI-AMB-7, Apache's rule).
+    Strict,
+    /// `"map"`: other characters map to `_`; a request whose names collide after mapping is
+    /// refused with 400 (lighttpd's rule).
+    Map,
+}
+
+/// `cgi = { … }`: settings of a CGI route.
+#[derive(Debug, Clone)]
+pub struct Cgi {
+    /// `root`: the directory scripts are resolved in (required).
+    pub root: PathBuf,
+    /// `timeout`: wall-clock limit per script; past it 504 and the process group is killed.
+    /// Default 30 s.
+    pub timeout: Duration,
+    /// `index`: script names tried for a directory. Default `["index.cgi"]`.
+    pub index: Vec<String>,
+    /// `pass_env`: variables of portico's own environment passed to scripts. Default
+    /// `["PATH", "LANG", "LC_ALL", "TZ"]`.
+    pub pass_env: Vec<String>,
+    /// `env`: extra variables set for every script. Default none.
+    pub env: Vec<(String, String)>,
+    /// `max_concurrent`: scripts running at once on this route; past it 503. Default 64.
+    pub max_concurrent: usize,
+    /// `search_args`: RFC 3875 §4.4 command-line arguments from an `=`-less query.
+    /// Default false (CGI-AMB-9).
+    pub search_args: bool,
+    /// `spool_memory`: a body of unknown length is held in memory up to this, then in a
+    /// temporary file. Default 1 MiB.
+    pub spool_memory: usize,
+    /// `pass_authorization`: pass `Authorization` as HTTP_AUTHORIZATION. Default false
+    /// (CGI-RW-5).
+    pub pass_authorization: bool,
+    /// `header_policy`: `"strict"` (default) or `"map"`.
+    pub header_policy: HeaderPolicy,
+    /// `nph`: honour `nph-` scripts. Default true.
+    pub nph: bool,
+    /// `max_header_bytes`: a script's response head; past it 502. Default 64 KiB.
+    pub max_header_bytes: usize,
+    /// `script_filename`: run the `SCRIPT_FILENAME` a web server sent (fcgiwrap's drop-in
+    /// mode), only inside `root`. Default false.
+    pub script_filename: bool,
+}
+
+/// A configuration error: which key, which line, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, when one was read.
+    pub file: Option<PathBuf>,
+    /// The key path, e.g. `route[1].cgi.timeout`.
+    pub key: String,
+    /// The 1-based line of the key in the file, when it is there.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(file) = &self.file {
+            write!(f, "{}", file.display())?;
+            if let Some(line) = self.line {
+                write!(f, ":{line}")?;
+            }
+            write!(f, ": ")?;
+        } else if let Some(line) = self.line {
+            write!(f, "line {line}: ")?;
+        }
+        if self.key.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "key `{}`: {}", self.key, self.message)
+        }
+    }
+}
+
+/// All the errors found in one configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Where a configuration comes from, and what overrides it.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// The TOML file; `None` means the built-in default.
+    pub file: Option<PathBuf>,
+    /// Read `PORTICO_*` environment variables (`PORTICO_SERVER__NAME=x`).
+    pub env: bool,
+    /// `key = value` overrides from the command line (`server.name`, `listen` …).
+    pub overrides: Vec<(String, String)>,
+    /// Replace every listener with one HTTP listener on this address.
+    pub listen: Option<String>,
+}
+
+/// The built-in default configuration: HTTP on 127.0.0.1:8080, the landing page,
+/// `/status`, `/echo`, and the example CGI scripts under `/cgi-bin/`.
+pub const DEFAULT_TOML: &str = r#"
+[server]
+name = "localhost"
+
+[[listen]]
+protocol = "http"
+address = "127.0.0.1:8080"
+
+[[route]]
+exact = "/"
+handler = "landing"
+
+[[route]]
+prefix = "/status"
+handler = "status"
+
+[[route]]
+prefix = "/echo"
+handler = "echo"
+
+[[route]]
+prefix = "/cgi-bin/"
+cgi = { root = "examples/cgi-bin", timeout = "30s" }
+"#;
+
+/// Loads and types a configuration.
+pub fn load(sources: &Sources) -> Result<Config, ConfigErrors> {
+    let (text, file) = match &sources.file {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(t) => (t, Some(path.clone())),
+            Err(e) => {
+                return Err(ConfigErrors(vec![ConfigError {
+                    file: Some(path.clone()),
+                    key: String::new(),
+                    line: None,
+                    message: format!("cannot read: {e}"),
+                }]));
+            }
+        },
+        None => (DEFAULT_TOML.to_owned(), None),
+    };
+    let base = file
+        .as_deref()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let lines = KeyLines::new(&text);
+    let err = |key: String, message: String| ConfigError {
+        file: file.clone(),
+        line: lines.line_of(&key),
+        key,
+        message,
+    };
+    // The syntax first, with toml_edit's own line and column.
+    if let Err(e) = text.parse::<toml_edit::DocumentMut>() {
+        let line = e.span().map(|s| line_at(&text, s.start));
+        return Err(ConfigErrors(vec![ConfigError {
+            file: file.clone(),
+            key: String::new(),
+            line,
+            message: format!("TOML syntax: {}", e.message()),
+        }]));
+    }
+    let mut builder = config::Config::builder().add_source(config::File::from_str(
+        &text,
+        config::FileFormat::Toml,
+    ));
+    if sources.env {
+        builder = builder.add_source(
+            config::Environment::with_prefix("PORTICO")
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true),
+        );
+    }
+    for (k, v) in &sources.overrides {
+        builder = builder
+            .set_override(k.as_str(), v.as_str())
+            .map_err(|e| ConfigErrors(vec![err(k.clone(), e.to_string())]))?;
+    }
+    let merged = builder
+        .build()
+        .map_err(|e| ConfigErrors(vec![from_config_error(&e, &err)]))?;
+    let raw: RawConfig = merged
+        .try_deserialize()
+        .map_err(|e| ConfigErrors(vec![from_config_error(&e, &err)]))?;
+    let mut typed = typed(raw, &base, &err)?;
+    if let Some(listen) = &sources.listen {
+        match listen.parse() {
+            Ok(address) => {
+                typed.listeners = vec![Listen {
+                    protocol: Protocol::Http,
+                    address,
+                    socket_mode: None,
+                }]
+            }
+            Err(e) => return Err(ConfigErrors(vec![err("--listen".into(), format!("{e}"))])),
+        }
+    }
+    Ok(typed)
+}
+
+fn from_config_error(e: &config::ConfigError, err: &impl Fn(String, String) -> ConfigError) -> ConfigError {
+    // The `config` crate reports "... for key `route[0].cgi.timeout`" and "unknown field
+    // `x`"; pull the key out so the line can be found.
+    let msg = e.to_string();
+    let parent = between(&msg, "for key `", "`");
+    let field = between(&msg, "unknown field `", "`").or_else(|| between(&msg, "missing field `", "`"));
+    let key = match (parent, field) {
+        (Some(p), Some(f)) => format!("{p}.{f}"),
+        (p, f) => p.or(f).unwrap_or_default(),
+    };
+    // The message repeats the key; keep only what is wrong.
+    let msg = msg.split(" for key `").next().unwrap_or(&msg).to_owned();
+    err(key, msg)
+}
+
+fn between(s: &str, start: &str, end: &str) -> Option<String> {
+    let i = s.find(start)? + start.len();
+    let j = s[i..].find(end)? + i;
+    Some(s[i..j].to_owned())
+}
+
+// ---- the serde mirror ----
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    http: RawHttp,
+    #[serde(default)]
+    listen: Vec<RawListen>,
+    #[serde(default)]
+    route: Vec<RawRoute>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    name: Option<String>,
+    software: Option<String>,
+    grace: Option<String>,
+    access_log: Option<String>,
+    max_redirects: Option<i64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    max_header_bytes: Option<RawSize>,
+    max_headers: Option<i64>,
+    max_body_bytes: Option<RawSize>,
+    header_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    max_connections: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    protocol: Option<String>,
+    address: Option<String>,
+    socket_mode: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    name: Option<String>,
+    exact: Option<String>,
+    prefix: Option<String>,
+    suffix: Option<String>,
+    cgi: Option<RawCgi>,
+    handler: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCgi {
+    root: Option<String>,
+    timeout: Option<String>,
+    index: Option<Vec<String>>,
+    pass_env: Option<Vec<String>>,
+    env: Option<BTreeMap<String, String>>,
+    max_concurrent: Option<i64>,
+    search_args: Option<bool>,
+    spool_memory: Option<RawSize>,
+    pass_authorization: Option<bool>,
+    header_policy: Option<String>,
+    nph: Option<bool>,
+    max_header_bytes: Option<RawSize>,
+    script_filename: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawSize {
+    Int(i64),
+    Text(String),
+}
+
+// ---- typing ----
+
+fn typed(
+    raw: RawConfig,
+    base: &Path,
+    err: &impl Fn(String, String) -> ConfigError,
+) -> Result<Config, ConfigErrors> {
+    let errors = std::cell::RefCell::new(Vec::new());
+    let check = |r: Result<(), ConfigError>| {
+        if let Err(e) = r {
+            errors.borrow_mut().push(e);
+        }
+    };
+
+    macro_rules! field {
+        ($key:expr, $val:expr, $default:expr, $parse:expr) => {
+            match $val {
+                None => $default,
+                Some(v) => match $parse(v) {
+                    Ok(x) => x,
+                    Err(m) => {
+                        check(Err(err($key.to_string(), m)));
+                        $default
+                    }
+                },
+            }
+        };
+    }
+
+    let s = raw.server;
+    let server = Server {
+        name: s.name.unwrap_or_else(|| "localhost".into()),
+        software: s
+            .software
+            .unwrap_or_else(|| format!("portico/{}", env!("CARGO_PKG_VERSION"))),
+        grace: field!("server.grace", s.grace, Duration::from_secs(10), |v: String| parse_duration(&v)),
+        access_log: match s.access_log.as_deref() {
+            None | Some("stderr") => AccessLog::Stderr,
+            Some("off") => AccessLog::Off,
+            Some(p) => AccessLog::File(base.join(p)),
+        },
+        max_redirects: field!("server.max_redirects", s.max_redirects, 5, |v: i64| in_range(v, 0, 32).map(|v| v as u8)),
+    };
+
+    let h = raw.http;
+    let http = Http {
+        max_header_bytes: field!("http.max_header_bytes", h.max_header_bytes, 16 * 1024, |v| size(v, 1024, 1 << 24).map(|v| v as usize)),
+        max_headers: field!("http.max_headers", h.max_headers, 100, |v: i64| in_range(v, 1, 10_000).map(|v| v as usize)),
+        max_body_bytes: field!("http.max_body_bytes", h.max_body_bytes, 1 << 30, |v| size(v, 0, u64::MAX)),
+        header_timeout: field!("http.header_timeout", h.header_timeout, Duration::from_secs(30), |v: String| parse_duration(&v)),
+        idle_timeout: field!("http.idle_timeout", h.idle_timeout, Duration::from_secs(60), |v: String| parse_duration(&v)),
+        max_connections: field!("http.max_connections", h.max_connections, 1024, |v: i64| in_range(v, 1, 1_000_000).map(|v| v as usize)),
+    };
+
+    let mut listeners = Vec::new();
+    for (i, l) in raw.listen.into_iter().enumerate() {
+        let key = |k: &str| format!("listen[{i}].{k}");
+        let protocol = field!(key("protocol"), l.protocol, Protocol::Http, |v: String| match v.as_str() {
+            "http" => Ok(Protocol::Http),
+            "fastcgi" => Ok(Protocol::Fastcgi),
+            "scgi" => Ok(Protocol::Scgi),
+            other => Err(format!("unknown protocol {other:?} (expected http, fastcgi or scgi)")),
+        });
+        let address = match l.address {
+            None => {
+                check(Err(err(key("address"), "missing (HOST:PORT or unix:/path)".into())));
+                continue;
+            }
+            Some(a) => match a.parse::<Address>() {
+                Ok(Address::Unix(p)) => Address::Unix(base.join(p)),
+                Ok(a) => a,
+                Err(e) => {
+                    check(Err(err(key("address"), e.to_string())));
+                    continue;
+                }
+            },
+        };
+        let socket_mode = field!(key("socket_mode"), l.socket_mode, None, |v: String| u32::from_str_radix(v.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .map(Some)
+            .ok_or_else(|| format!("{v:?} is not an octal mode such as \"0660\"")));
+        listeners.push(Listen { protocol, address, socket_mode });
+    }
+    if listeners.is_empty() && errors.borrow().is_empty() {
+        errors.borrow_mut().push(err("listen".into(), "no [[listen]] entry: nothing to serve on".into()));
+    }
+
+    let mut routes = Vec::new();
+    for (i, r) in raw.route.into_iter().enumerate() {
+        let key = |k: &str| format!("route[{i}].{k}");
+        let matchers: Vec<Matcher> = [
+            r.exact.map(Matcher::Exact),
+            r.prefix.map(Matcher::Prefix),
+            r.suffix.map(Matcher::Suffix),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let matcher = match matchers.as_slice() {
+            [m] => m.clone(),
+            [] => {
+                errors.borrow_mut().push(err(format!("route[{i}]"), "needs one of exact, prefix or suffix".into()));
+                continue;
+            }
+            _ => {
+                errors.borrow_mut().push(err(format!("route[{i}]"), "has more than one of exact, prefix and suffix".into()));
+                continue;
+            }
+        };
+        match &matcher {
+            Matcher::Exact(p) | Matcher::Prefix(p) if !p.starts_with('/') => {
+                errors.borrow_mut().push(err(key(if matches!(matcher, Matcher::Exact(_)) { "exact" } else { "prefix" }), format!("{p:?} must start with '/'")));
+            }
+            Matcher::Suffix(s) if s.is_empty() || s.contains('/') => {
+                errors.borrow_mut().push(err(key("suffix"), format!("{s:?} must be non-empty and contain no '/'")));
+            }
+            _ => {}
+        }
+        let name = r.name.unwrap_or_else(|| match &matcher {
+            Matcher::Exact(p) | Matcher::Prefix(p) => p.clone(),
+            Matcher::Suffix(s) => format!("*{s}"),
+        });
+        let target = match (r.cgi, r.handler) {
+            (Some(c), None) => {
+                let root = match c.root {
+                    Some(root) => base.join(root),
+                    None => {
+                        errors.borrow_mut().push(err(key("cgi.root"), "missing: the directory of the scripts".into()));
+                        continue;
+                    }
+                };
+                let k = |f: &str| key(&format!("cgi.{f}"));
+                Target::Cgi(Arc::new(Cgi {
+                    root,
+                    timeout: field!(k("timeout"), c.timeout, Duration::from_secs(30), |v: String| parse_duration(&v)),
+                    index: c.index.unwrap_or_else(|| vec!["index.cgi".into()]),
+                    pass_env: c.pass_env.unwrap_or_else(|| ["PATH", "LANG", "LC_ALL", "TZ"].map(String::from).to_vec()),
+                    env: c.env.unwrap_or_default().into_iter().collect(),
+                    max_concurrent: field!(k("max_concurrent"), c.max_concurrent, 64, |v: i64| in_range(v, 1, 100_000).map(|v| v as usize)),
+                    search_args: c.search_args.unwrap_or(false),
+                    spool_memory: field!(k("spool_memory"), c.spool_memory, 1 << 20, |v| size(v, 0, 1 << 32).map(|v| v as usize)),
+                    pass_authorization: c.pass_authorization.unwrap_or(false),
+                    header_policy: field!(k("header_policy"), c.header_policy, HeaderPolicy::Strict, |v: String| match v.as_str() {
+                        "strict" => Ok(HeaderPolicy::Strict),
+                        "map" => Ok(HeaderPolicy::Map),
+                        o => Err(format!("unknown policy {o:?} (expected strict or map)")),
+                    }),
+                    nph: c.nph.unwrap_or(true),
+                    max_header_bytes: field!(k("max_header_bytes"), c.max_header_bytes, 64 * 1024, |v| size(v, 256, 1 << 24).map(|v| v as usize)),
+                    script_filename: c.script_filename.unwrap_or(false),
+                }))
+            }
+            (None, Some(h)) => Target::Handler(h),
+            (None, None) => {
+                errors.borrow_mut().push(err(format!("route[{i}]"), "needs a backend: cgi = { root = … } or handler = \"name\"".into()));
+                continue;
+            }
+            (Some(_), Some(_)) => {
+                errors.borrow_mut().push(err(format!("route[{i}]"), "has both cgi and handler; pick one".into()));
+                continue;
+            }
+        };
+        routes.push(Route { name, matcher, target });
+    }
+
+    let errors = errors.into_inner();
+    if errors.is_empty() {
+        Ok(Config { server, http, listeners, routes })
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+fn in_range(v: i64, lo: i64, hi: i64) -> Result<i64, String> {
+    if (lo..=hi).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is out of range {lo}..={hi}"))
+    }
+}
+
+fn size(v: RawSize, lo: u64, hi: u64) -> Result<u64, String> {
+    let n = match v {
+        RawSize::Int(i) => u64::try_from(i).map_err(|_| format!("{i} is negative"))?,
+        RawSize::Text(t) => parse_size(&t)?,
+    };
+    if (lo..=hi).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("{n} bytes is out of range {lo}..={hi}"))
+    }
+}
+
+/// Parses a duration: `250ms`, `30s`, `5m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration such as \"30s\" or \"250ms\""))?;
+    let d = match unit.trim() {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => return Err(format!("{s:?} has an unknown unit (use ms, s, m or h)")),
+    };
+    Ok(d)
+}
+
+/// Parses a size: `512`, `64KiB`, `1MiB`, `2GiB`, `10MB`, `1k`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size such as \"64KiB\" or \"1MiB\""))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "kb" => 1000,
+        "m" | "mib" => 1 << 20,
+        "mb" => 1_000_000,
+        "g" | "gib" => 1 << 30,
+        "gb" => 1_000_000_000,
+        _ => return Err(format!("{s:?} has an unknown unit (use KiB, MiB, GiB, KB, MB, GB)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// Finds the line of a key path such as `route[1].cgi.timeout` in the TOML text: the
+/// deepest part of the path that the file has.
+struct KeyLines {
+    doc: Option<toml_edit::Document<String>>,
+    text: String,
+}
+
+enum Node<'a> {
+    Table(&'a toml_edit::Table),
+    Inline(&'a toml_edit::InlineTable),
+    Tables(&'a toml_edit::ArrayOfTables),
+    Leaf,
+}
+
+impl<'a> Node<'a> {
+    fn of_item(item: &'a toml_edit::Item) -> Node<'a> {
+        match item {
+            toml_edit::Item::Table(t) => Node::Table(t),
+            toml_edit::Item::ArrayOfTables(a) => Node::Tables(a),
+            toml_edit::Item::Value(toml_edit::Value::InlineTable(t)) => Node::Inline(t),
+            _ => Node::Leaf,
+        }
+    }
+}
+
+impl KeyLines {
+    fn new(text: &str) -> KeyLines {
+        KeyLines {
+            doc: toml_edit::Document::parse(text.to_owned()).ok(),
+            text: text.to_owned(),
+        }
+    }
+
+    fn line_of(&self, key: &str) -> Option<usize> {
+        let doc = self.doc.as_ref()?;
+        let mut node = Node::Table(doc.as_table());
+        let mut best: Option<usize> = None;
+        for part in key.split('.') {
+            let (name, index) = match part.split_once('[') {
+                Some((n, rest)) => (n, rest.trim_end_matches(']').parse::<usize>().ok()),
+                None => (part, None),
+            };
+            let (span, next) = match node {
+                Node::Table(t) => match t.get_key_value(name) {
+                    Some((k, v)) => (k.span(), Node::of_item(v)),
+                    None => break,
+                },
+                Node::Inline(t) => match t.get_key_value(name) {
+                    Some((k, v)) => (k.span(), Node::of_item(v)),
+                    None => break,
+                },
+                Node::Tables(_) | Node::Leaf => break,
+            };
+            if let Some(sp) = span {
+                best = Some(sp.start);
+            }
+            node = next;
+            if let (Some(i), Node::Tables(a)) = (index, &node) {
+                match a.get(i) {
+                    Some(t) => {
+                        if let Some(sp) = t.span() {
+                            best = Some(sp.start);
+                        }
+                        node = Node::Table(t);
+                    }
+                    None => break,
+                }
+            }
+        }
+        best.map(|off| line_at(&self.text, off))
+    }
+}
+
+fn line_at(text: &str, offset: usize) -> usize {
+    text.get(..offset).map_or(1, |t| t.bytes().filter(|&b| b == b'\n').count() + 1)
+}

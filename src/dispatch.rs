@@ -1,0 +1,373 @@
+//! The dispatcher: request → route → backend → response. The only code that sees both a
+//! listener's request and a backend's answer, and the only code that turns errors into
+//! statuses. It also re-enters the router on CGI local redirects (bounded hops), counts
+//! requests for `status`, and writes the access log.
+//!
+//! Must not import listen.
+
+use std::fs::File;
+use std::io::Write as _;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+
+use crate::backend::{Backend, BackendError, Reply, RouteMatch};
+use crate::model::{Body, Redirected, Request, Response, split_target};
+use crate::route::Router;
+use crate::stats::Stats;
+
+/// One configured route: its name and backend.
+pub struct RouteEntry {
+    /// The route's name.
+    pub name: Arc<str>,
+    /// Its backend.
+    pub backend: Backend,
+}
+
+/// Where access log lines go.
+pub enum AccessSink {
+    /// Nowhere.
+    Off,
+    /// Standard error.
+    Stderr,
+    /// A file, appended to.
+    File(Mutex<File>),
+}
+
+/// Routes requests to backends.
+pub struct Dispatcher {
+    router: Router,
+    routes: Vec<RouteEntry>,
+    stats: Arc<Stats>,
+    max_redirects: u8,
+    access: Arc<AccessSink>,
+}
+
+impl Dispatcher {
+    /// A dispatcher over `routes` (same order as the router's matchers).
+    pub fn new(
+        router: Router,
+        routes: Vec<RouteEntry>,
+        stats: Arc<Stats>,
+        max_redirects: u8,
+        access: AccessSink,
+    ) -> Dispatcher {
+        Dispatcher {
+            router,
+            routes,
+            stats,
+            max_redirects,
+            access: Arc::new(access),
+        }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    /// Serves one request; never fails: errors become error responses.
+    pub async fn dispatch(&self, req: Request) -> Response {
+        let start = Instant::now();
+        self.stats.in_flight.fetch_add(1, Relaxed);
+        let log = LogLine::of(&req);
+        let (route, resp) = self.serve(req).await;
+        self.stats.in_flight.fetch_sub(1, Relaxed);
+        self.stats
+            .finish(route, resp.status.as_u16(), start.elapsed());
+        match &*self.access {
+            AccessSink::Off => resp,
+            _ => log.attach(resp, self.access.clone()),
+        }
+    }
+
+    async fn serve(&self, mut req: Request) -> (Option<usize>, Response) {
+        let mut hops = 0u8;
+        loop {
+            let Some(m) = self.router.find(&req.path) else {
+                log::info!(target: "portico::dispatch", "{} {}: no route", req.method, String::from_utf8_lossy(&req.target));
+                return (None, error_page(StatusCode::NOT_FOUND));
+            };
+            let Some(entry) = self.routes.get(m.index) else {
+                return (None, error_page(StatusCode::INTERNAL_SERVER_ERROR));
+            };
+            let route_stats = self.stats.routes.get(m.index);
+            if let Some(r) = route_stats {
+                r.in_flight.fetch_add(1, Relaxed);
+            }
+            let rm = RouteMatch {
+                name: entry.name.clone(),
+                base: req.path.slice(..m.base_len.min(req.path.len())),
+            };
+            let method = req.method.clone();
+            let target = req.target.clone();
+            let query = req.query.clone();
+            let template = redirect_template(&req);
+            let result = entry.backend.call(req, &rm).await;
+            if let Some(r) = route_stats {
+                r.in_flight.fetch_sub(1, Relaxed);
+            }
+            match result {
+                Ok(Reply::Response(resp)) => {
+                    log::debug!(target: "portico::dispatch", "{method} {} -> {} via {}", String::from_utf8_lossy(&target), resp.status, entry.name);
+                    return (Some(m.index), resp);
+                }
+                Ok(Reply::LocalRedirect(location)) => {
+                    hops += 1;
+                    if hops > self.max_redirects {
+                        log::warn!(target: "portico::dispatch", "{method} {}: more than {} local redirects", String::from_utf8_lossy(&target), self.max_redirects);
+                        return (Some(m.index), error_page(StatusCode::INTERNAL_SERVER_ERROR));
+                    }
+                    log::debug!(target: "portico::dispatch", "local redirect to {}", String::from_utf8_lossy(&location));
+                    // CGI-AMB-5: the redirected request is a GET without a body; the
+                    // original URL is kept for REDIRECT_URL.
+                    let mut next = template;
+                    let (path, q) = split_target(&location);
+                    next.target = location;
+                    next.path = path;
+                    next.query = q;
+                    next.redirected = Some(Redirected {
+                        url: target,
+                        query,
+                        hops,
+                    });
+                    req = next;
+                }
+                Err(e) => {
+                    let status = status_of(&e);
+                    if status.is_server_error() {
+                        log::warn!(target: "portico::dispatch", "{method} {} via {}: {e}", String::from_utf8_lossy(&target), entry.name);
+                    } else {
+                        log::info!(target: "portico::dispatch", "{method} {} via {}: {e}", String::from_utf8_lossy(&target), entry.name);
+                    }
+                    return (Some(m.index), error_page(status));
+                }
+            }
+        }
+    }
+}
+
+/// The status each backend error becomes (ARCHITECTURE §6).
+pub fn status_of(e: &BackendError) -> StatusCode {
+    match e {
+        BackendError::NotFound(_) => StatusCode::NOT_FOUND,
+        BackendError::Forbidden(_) => StatusCode::FORBIDDEN,
+        BackendError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        BackendError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        BackendError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        BackendError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+        BackendError::BadGateway(_) => StatusCode::BAD_GATEWAY,
+        BackendError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        BackendError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// A small text error response.
+pub fn error_page(status: StatusCode) -> Response {
+    let text = format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    Response::text(status, text)
+}
+
+fn redirect_template(req: &Request) -> Request {
+    let mut next = Request::new(Method::GET, b"/");
+    next.version = req.version;
+    next.headers = req.headers.clone();
+    next.headers.remove(http::header::CONTENT_LENGTH);
+    next.headers.remove(http::header::CONTENT_TYPE);
+    next.headers.remove(http::header::TRANSFER_ENCODING);
+    next.local = req.local.clone();
+    next.peer = req.peer.clone();
+    next.tls = req.tls;
+    next.params = req.params.clone();
+    next.body = Body::empty_unframed();
+    next
+}
+
+/// The parts of a Combined Log Format line known before the response.
+struct LogLine {
+    host: String,
+    user: String,
+    time: String,
+    request: String,
+    referer: String,
+    agent: String,
+}
+
+impl LogLine {
+    fn of(req: &Request) -> LogLine {
+        let hdr = |h: http::header::HeaderName| {
+            req.headers
+                .get(h)
+                .map(|v| clf_escape(v.as_bytes()))
+                .unwrap_or_else(|| "-".into())
+        };
+        LogLine {
+            host: if req.peer.addr.is_empty() {
+                "-".into()
+            } else {
+                req.peer.addr.clone()
+            },
+            user: req
+                .param(b"REMOTE_USER")
+                .map(|u| clf_escape(u))
+                .unwrap_or_else(|| "-".into()),
+            time: clf_time(SystemTime::now()),
+            request: format!(
+                "{} {} {:?}",
+                req.method,
+                clf_escape(&req.target),
+                req.version
+            ),
+            referer: hdr(http::header::REFERER),
+            agent: hdr(http::header::USER_AGENT),
+        }
+    }
+
+    /// Wraps the body so the line is written when it ends (or is dropped), with the
+    /// number of body bytes actually sent.
+    fn attach(self, resp: Response, sink: Arc<AccessSink>) -> Response {
+        let status = resp.status.as_u16();
+        let len = resp.body.len();
+        let counting = Counting {
+            inner: resp.body,
+            sent: 0,
+            line: Some(self),
+            status,
+            sink,
+        };
+        Response {
+            status: resp.status,
+            headers: resp.headers,
+            body: Body::from_stream(len, counting),
+        }
+    }
+}
+
+struct Counting {
+    inner: Body,
+    sent: u64,
+    line: Option<LogLine>,
+    status: u16,
+    sink: Arc<AccessSink>,
+}
+
+impl futures_lite::Stream for Counting {
+    type Item = std::io::Result<Bytes>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let r = self.inner.poll_chunk(cx);
+        match &r {
+            Poll::Ready(Some(Ok(b))) => self.sent += b.len() as u64,
+            Poll::Ready(_) => self.write(),
+            Poll::Pending => {}
+        }
+        r
+    }
+}
+
+impl Counting {
+    fn write(&mut self) {
+        let Some(l) = self.line.take() else { return };
+        let bytes = if self.sent == 0 {
+            "-".to_string()
+        } else {
+            self.sent.to_string()
+        };
+        let text = format!(
+            "{} - {} [{}] \"{}\" {} {} \"{}\" \"{}\"\n",
+            l.host, l.user, l.time, l.request, self.status, bytes, l.referer, l.agent
+        );
+        match &*self.sink {
+            AccessSink::Off => {}
+            AccessSink::Stderr => {
+                let _ = std::io::stderr().write_all(text.as_bytes());
+            }
+            AccessSink::File(f) => {
+                if let Ok(mut f) = f.lock() {
+                    let _ = f.write_all(text.as_bytes());
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Counting {
+    fn drop(&mut self) {
+        self.write();
+    }
+}
+
+fn clf_escape(b: &[u8]) -> String {
+    let mut o = String::with_capacity(b.len());
+    for &c in b {
+        if c == b'"' || c == b'\\' || !(0x20..0x7f).contains(&c) {
+            o.push_str(&format!("\\x{c:02x}"));
+        } else {
+            o.push(c as char);
+        }
+    }
+    o
+}
+
+/// `10/Oct/2000:13:55:36 +0000` in UTC.
+fn clf_time(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{:02}/{}/{}:{:02}:{:02}:{:02} +0000",
+        d,
+        MONTHS[(m - 1) as usize % 12],
+        y,
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn clf_time_formats_utc() {
+        let t = UNIX_EPOCH + Duration::from_secs(971_186_136);
+        assert_eq!(clf_time(t), "10/Oct/2000:13:55:36 +0000");
+        assert_eq!(clf_time(UNIX_EPOCH), "01/Jan/1970:00:00:00 +0000");
+    }
+
+    #[test]
+    fn clf_escapes_quotes_and_controls() {
+        assert_eq!(clf_escape(b"a\"b\n"), "a\\x22b\\x0a");
+    }
+
+    #[test]
+    fn errors_map_to_statuses() {
+        assert_eq!(status_of(&BackendError::Timeout("x".into())), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(status_of(&BackendError::BadGateway("x".into())), StatusCode::BAD_GATEWAY);
+        assert_eq!(status_of(&BackendError::Busy("x".into())), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(status_of(&BackendError::BodyTooLarge), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+}

@@ -1,0 +1,349 @@
+//! The HTTP/1.1 listener: hyper 1.x over the runtime seam. Keep-alive, pipelining,
+//! chunked bodies, `Expect: 100-continue` and HEAD are hyper's; this file adds the limits
+//! (431 header size and count, 413 body size), the header-read and idle timeouts, the
+//! connection limit and graceful shutdown, and converts between hyper's types and the
+//! model.
+//!
+//! Must not import backend or route.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::Body as _;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+
+use super::{Conn, Listener};
+use crate::config::Http;
+use crate::dispatch::{Dispatcher, error_page};
+use crate::model::{Body, Endpoint, Request, Response, split_target};
+use crate::rt;
+
+/// Accepts HTTP connections on `listener` until `shutdown`; each connection holds a
+/// clone of `tracker` until it has finished.
+pub async fn serve(
+    listener: Listener,
+    dispatcher: Arc<Dispatcher>,
+    settings: Arc<Http>,
+    shutdown: rt::Shutdown,
+    tracker: rt::Tracker,
+) {
+    let limit = Arc::new(rt::Semaphore::new(settings.max_connections));
+    let name = listener.local_text();
+    loop {
+        let permit = match rt::race(async { Some(limit.acquire_arc().await) }, async {
+            shutdown.wait().await;
+            None
+        })
+        .await
+        {
+            Some(p) => p,
+            None => break,
+        };
+        let accepted = rt::race(async { Some(listener.accept().await) }, async {
+            shutdown.wait().await;
+            None
+        })
+        .await;
+        let (conn, local, peer) = match accepted {
+            None => break,
+            Some(Ok(c)) => c,
+            Some(Err(e)) => {
+                // EMFILE and friends: log, back off briefly, keep serving.
+                log::warn!(target: "portico::listen", "{name}: accept failed: {e}");
+                rt::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let dispatcher = dispatcher.clone();
+        let settings = settings.clone();
+        let shutdown = shutdown.clone();
+        let tracker = tracker.clone();
+        drop(rt::spawn(async move {
+            connection(conn, local, peer, dispatcher, settings, shutdown).await;
+            drop(permit);
+            drop(tracker);
+        }));
+    }
+    log::debug!(target: "portico::listen", "{name}: no longer accepting");
+}
+
+async fn connection(
+    conn: Conn,
+    local: Endpoint,
+    peer: Endpoint,
+    dispatcher: Arc<Dispatcher>,
+    settings: Arc<Http>,
+    shutdown: rt::Shutdown,
+) {
+    let activity = Arc::new(Activity::new());
+    let io = rt::HyperIo::new(Watched {
+        inner: conn,
+        activity: activity.clone(),
+    });
+    let peer_text = peer.addr.clone();
+    let svc_activity = activity.clone();
+    let svc_settings = settings.clone();
+    let service = service_fn(move |req: hyper::Request<Incoming>| {
+        let dispatcher = dispatcher.clone();
+        let local = local.clone();
+        let peer = peer.clone();
+        let settings = svc_settings.clone();
+        let activity = svc_activity.clone();
+        async move {
+            activity.in_flight.fetch_add(1, Relaxed);
+            let resp = handle(req, local, peer, &dispatcher, &settings).await;
+            activity.in_flight.fetch_sub(1, Relaxed);
+            activity.touch();
+            Ok::<_, std::convert::Infallible>(to_hyper(resp))
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(rt::HyperTimer)
+        .keep_alive(true)
+        .pipeline_flush(true)
+        .half_close(false)
+        .header_read_timeout(settings.header_timeout)
+        // hyper drops the connection without a word when its own limits are hit, so
+        // its limits are set at twice ours and `handle` answers 431 for the range in
+        // between; a client past twice the limit is treated as an attack and cut off.
+        .max_header_size(settings.max_header_bytes.saturating_mul(2))
+        .max_headers(settings.max_headers.saturating_mul(2));
+    let conn = builder.serve_connection(io, service);
+    let mut conn = std::pin::pin!(conn);
+    let mut shutting_down = false;
+    loop {
+        let tick = if shutting_down {
+            Duration::from_secs(3600)
+        } else {
+            settings.idle_timeout.min(Duration::from_secs(1))
+        };
+        let step = rt::race(async { Some(conn.as_mut().await) }, async {
+            if shutting_down {
+                rt::sleep(tick).await;
+            } else {
+                rt::race(rt::sleep(tick), shutdown.wait()).await;
+            }
+            None
+        })
+        .await;
+        match step {
+            Some(Ok(())) => break,
+            Some(Err(e)) => {
+                log::debug!(target: "portico::listen::http", "connection from {peer_text}: {e}");
+                break;
+            }
+            None => {
+                if !shutting_down && shutdown.is_triggered() {
+                    shutting_down = true;
+                    conn.as_mut().graceful_shutdown();
+                } else if !shutting_down && activity.idle_for() >= settings.idle_timeout {
+                    log::debug!(target: "portico::listen::http", "closing idle connection from {peer_text}");
+                    shutting_down = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+async fn handle(
+    req: hyper::Request<Incoming>,
+    local: Endpoint,
+    peer: Endpoint,
+    dispatcher: &Dispatcher,
+    settings: &Http,
+) -> Response {
+    let (parts, incoming) = req.into_parts();
+    let head_bytes: usize = parts
+        .headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + parts.uri.to_string().len()
+        + parts.method.as_str().len()
+        + 12;
+    if parts.headers.len() > settings.max_headers || head_bytes > settings.max_header_bytes {
+        log::info!(target: "portico::listen::http", "{} {}: request head over the limit ({} fields, {head_bytes} bytes)", parts.method, parts.uri, parts.headers.len());
+        let mut r = error_page(http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        r.headers.insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+        return r;
+    }
+    let target = parts
+        .uri
+        .path_and_query()
+        .map(|pq| Bytes::copy_from_slice(pq.as_str().as_bytes()))
+        .unwrap_or_else(|| Bytes::from_static(b"/"));
+    // An absolute-form or authority-form target has no path to route.
+    if !target.starts_with(b"/") && target.as_ref() != b"*" {
+        return error_page(http::StatusCode::BAD_REQUEST);
+    }
+    let declared = incoming.size_hint().exact();
+    let chunked = parts.headers.contains_key(http::header::TRANSFER_ENCODING);
+    if let Some(n) = declared
+        && n > settings.max_body_bytes
+        && !chunked
+    {
+        log::info!(target: "portico::listen::http", "{} {}: body of {n} bytes over the limit", parts.method, String::from_utf8_lossy(&target));
+        return error_page(http::StatusCode::PAYLOAD_TOO_LARGE);
+    }
+    // CGI-AMB-4: a body is present when the client framed one (Content-Length, even 0, or
+    // chunked); `len` is known only for Content-Length.
+    let framed = chunked || parts.headers.contains_key(http::header::CONTENT_LENGTH);
+    let body = if !framed {
+        Body::empty_unframed()
+    } else {
+        let len = if chunked { None } else { declared };
+        Body::from_stream(
+            len,
+            Limited {
+                inner: incoming,
+                seen: 0,
+                limit: settings.max_body_bytes,
+            },
+        )
+    };
+    let (path, query) = split_target(&target);
+    let req = Request {
+        method: parts.method,
+        target,
+        path,
+        query,
+        version: parts.version,
+        headers: parts.headers,
+        local,
+        peer,
+        tls: false,
+        params: Vec::new(),
+        redirected: None,
+        body,
+    };
+    dispatcher.dispatch(req).await
+}
+
+fn to_hyper(resp: Response) -> hyper::Response<Body> {
+    let mut out = hyper::Response::new(resp.body);
+    *out.status_mut() = resp.status;
+    *out.headers_mut() = resp.headers;
+    out
+}
+
+/// The request body stream with the size limit applied (chunked bodies are only known
+/// to be too large once read).
+struct Limited {
+    inner: Incoming,
+    seen: u64,
+    limit: u64,
+}
+
+impl futures_lite::Stream for Limited {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Ready(Some(Err(e))) => {
+                    return Poll::Ready(Some(Err(io::Error::other(e))));
+                }
+                Poll::Ready(Some(Ok(f))) => f,
+            };
+            // Trailers are dropped: CGI has no place for them.
+            let Ok(data) = frame.into_data() else { continue };
+            self.seen += data.len() as u64;
+            if self.seen > self.limit {
+                return Poll::Ready(Some(Err(io::Error::new(
+                    io::ErrorKind::FileTooLarge,
+                    "request body over the limit",
+                ))));
+            }
+            return Poll::Ready(Some(Ok(data)));
+        }
+    }
+}
+
+/// Last activity on a connection and its requests in flight (the idle timeout).
+struct Activity {
+    epoch: Instant,
+    last_ms: AtomicU64,
+    in_flight: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            epoch: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Relaxed);
+    }
+
+    /// How long nothing has moved; zero while a request is in flight.
+    fn idle_for(&self) -> Duration {
+        if self.in_flight.load(Relaxed) > 0 {
+            return Duration::ZERO;
+        }
+        let now = self.epoch.elapsed();
+        now.saturating_sub(Duration::from_millis(self.last_ms.load(Relaxed)))
+    }
+}
+
+/// A connection that records when bytes move.
+struct Watched {
+    inner: Conn,
+    activity: Arc<Activity>,
+}
+
+impl rt::AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(n)) = &r
+            && *n > 0
+        {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl rt::AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_close(cx)
+    }
+}

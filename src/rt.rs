@@ -1,0 +1,275 @@
+//! The runtime seam: the only file that names the async runtime (async-std, built on
+//! smol's parts: async-io, async-executor, async-process, async-signal).
+//!
+//! Everything else in portico imports sockets, tasks, timers, processes and signals from
+//! here, so changing runtime is a one-file change. This file also adapts futures-io
+//! streams to hyper's `rt::Read`/`rt::Write`, and gives hyper an executor and a timer
+//! (without a timer hyper silently skips its header-read timeout).
+//!
+//! Must not import any other portico module.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+pub use async_std::net::{TcpListener, TcpStream};
+pub use async_std::os::unix::net::{UnixListener, UnixStream};
+pub use async_std::task::JoinHandle;
+pub use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+pub use futures_lite::{Stream, StreamExt};
+
+/// Process handling (spawn, pipes, wait) on the runtime's reactor.
+pub mod process {
+    pub use async_process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
+}
+
+/// Channels used between tasks.
+pub mod channel {
+    pub use async_channel::{Receiver, Sender, bounded, unbounded};
+}
+
+/// Spawns a task on the runtime.
+pub fn spawn<F>(fut: F) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    async_std::task::spawn(fut)
+}
+
+/// Runs a future to completion on the current thread (the program's entry point).
+pub fn block_on<F: Future>(fut: F) -> F::Output {
+    async_std::task::block_on(fut)
+}
+
+/// Runs blocking code on the runtime's blocking pool.
+pub async fn spawn_blocking<F, T>(f: F) -> T
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    async_std::task::spawn_blocking(f).await
+}
+
+/// Sleeps for `d`.
+pub async fn sleep(d: Duration) {
+    async_io::Timer::after(d).await;
+}
+
+/// The error of [`timeout`]: the time ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Elapsed;
+
+/// Runs `fut` for at most `d`.
+pub async fn timeout<F: Future>(d: Duration, fut: F) -> Result<F::Output, Elapsed> {
+    futures_lite::future::or(async { Ok(fut.await) }, async {
+        sleep(d).await;
+        Err(Elapsed)
+    })
+    .await
+}
+
+/// Waits for whichever of two futures finishes first (the first wins a tie).
+pub async fn race<T, A, B>(a: A, b: B) -> T
+where
+    A: Future<Output = T>,
+    B: Future<Output = T>,
+{
+    futures_lite::future::or(a, b).await
+}
+
+/// A stream of the termination signals portico acts on.
+pub fn signals() -> io::Result<async_signal::Signals> {
+    use async_signal::Signal;
+    async_signal::Signals::new([Signal::Term, Signal::Int, Signal::Hup])
+}
+
+pub use async_signal::Signal;
+
+/// A futures-io stream seen as a hyper stream.
+pub struct HyperIo<T> {
+    inner: T,
+}
+
+impl<T> HyperIo<T> {
+    /// Wraps `inner`.
+    pub fn new(inner: T) -> Self {
+        Self { inner }
+    }
+}
+
+impl<T: AsyncRead + Unpin> hyper::rt::Read for HyperIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        // hyper lends possibly uninitialised memory; futures-io wants `&mut [u8]`. Zero a
+        // bounded window first so the cast is sound, then tell hyper how much was filled.
+        let n = {
+            // SAFETY: we only write zeros into the window and then view it as initialised
+            // bytes; the slice does not outlive this block.
+            let window = unsafe {
+                let spare = buf.as_mut();
+                let len = spare.len().min(READ_WINDOW);
+                let ptr = spare.as_mut_ptr() as *mut u8;
+                std::ptr::write_bytes(ptr, 0, len);
+                std::slice::from_raw_parts_mut(ptr, len)
+            };
+            match Pin::new(&mut self.inner).poll_read(cx, window) {
+                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        };
+        // SAFETY: `n` bytes of the window were initialised above and filled by the read.
+        unsafe { buf.advance(n) };
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The most bytes one read hands to the socket (bounds the zeroing cost per read).
+const READ_WINDOW: usize = 64 * 1024;
+
+impl<T: AsyncWrite + Unpin> hyper::rt::Write for HyperIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
+/// hyper's executor: spawns connection background tasks on the runtime.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HyperExec;
+
+impl<F> hyper::rt::Executor<F> for HyperExec
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        drop(spawn(fut));
+    }
+}
+
+/// hyper's timer, over async-io's timers.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HyperTimer;
+
+impl hyper::rt::Timer for HyperTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(HyperSleep(async_io::Timer::after(duration)))
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(HyperSleep(async_io::Timer::at(deadline)))
+    }
+
+    fn reset(&self, sleep: &mut Pin<Box<dyn hyper::rt::Sleep>>, new_deadline: Instant) {
+        *sleep = self.sleep_until(new_deadline);
+    }
+}
+
+struct HyperSleep(async_io::Timer);
+
+impl Future for HyperSleep {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.0).poll(cx).map(|_| ())
+    }
+}
+
+impl hyper::rt::Sleep for HyperSleep {}
+
+/// A counting semaphore (connection and concurrency limits).
+pub use async_lock::{Semaphore, SemaphoreGuardArc};
+
+/// The receiving side of a shutdown notice: every connection holds a clone.
+#[derive(Clone, Debug)]
+pub struct Shutdown(async_channel::Receiver<()>);
+
+/// The sending side: dropping or triggering it notifies every [`Shutdown`].
+#[derive(Debug)]
+pub struct ShutdownTrigger(#[allow(dead_code)] async_channel::Sender<()>);
+
+/// A connected trigger and notice.
+pub fn shutdown_pair() -> (ShutdownTrigger, Shutdown) {
+    let (tx, rx) = async_channel::bounded(1);
+    (ShutdownTrigger(tx), Shutdown(rx))
+}
+
+impl ShutdownTrigger {
+    /// Notifies every [`Shutdown`].
+    pub fn trigger(self) {
+        drop(self);
+    }
+}
+
+impl Shutdown {
+    /// Completes once shutdown has been triggered.
+    pub async fn wait(&self) {
+        let _ = self.0.recv().await;
+    }
+
+    /// Whether shutdown has been triggered.
+    pub fn is_triggered(&self) -> bool {
+        self.0.is_closed()
+    }
+}
+
+/// Tracks outstanding work: each task holds a [`Tracker`]; [`Drain::wait`] completes when
+/// all of them are gone (mini-redis's completion-by-dropping-a-sender).
+#[derive(Clone, Debug)]
+pub struct Tracker(#[allow(dead_code)] async_channel::Sender<()>);
+
+/// The waiting side of [`Tracker`].
+#[derive(Debug)]
+pub struct Drain(async_channel::Receiver<()>);
+
+/// A connected tracker and drain.
+pub fn drain_pair() -> (Tracker, Drain) {
+    let (tx, rx) = async_channel::bounded(1);
+    (Tracker(tx), Drain(rx))
+}
+
+impl Drain {
+    /// Completes when every [`Tracker`] is dropped.
+    pub async fn wait(&self) {
+        let _ = self.0.recv().await;
+    }
+}
+
+/// Sleeps until `deadline` (returns at once when it has passed).
+pub async fn sleep_until(deadline: Instant) {
+    async_io::Timer::at(deadline).await;
+}
+
+/// Files whose reads and writes run on the runtime's blocking pool (spooled request
+/// bodies).
+pub mod fs {
+    pub use async_std::fs::File;
+}

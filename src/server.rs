@@ -1,0 +1,227 @@
+//! The composition root: configuration → backends, dispatcher and listeners; signals;
+//! graceful shutdown (stop accepting, let in-flight requests finish within the grace
+//! period, kill what remains).
+//!
+//! May use every module but `cli`.
+
+use std::io;
+use std::sync::Arc;
+
+use crate::backend::handler::ServerView;
+use crate::backend::{Backend, Registry, cgi::CgiBackend};
+use crate::config::{AccessLog, Config, Matcher, Protocol, Target};
+use crate::dispatch::{AccessSink, Dispatcher, RouteEntry};
+use crate::listen::{self, Listener};
+use crate::meta::ServerInfo;
+use crate::procs;
+use crate::route::Router;
+use crate::rt;
+use crate::stats::Stats;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A route names a handler nobody registered.
+    #[error("route {route}: no handler named {name:?} (known: {known})")]
+    UnknownHandler {
+        /// The route.
+        route: String,
+        /// The handler name.
+        name: String,
+        /// The registered names.
+        known: String,
+    },
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The cause.
+        source: io::Error,
+    },
+    /// A listener protocol that this build does not serve yet.
+    #[error("listener {addr}: protocol {protocol:?} is not supported yet")]
+    Unsupported {
+        /// The address.
+        addr: String,
+        /// The protocol.
+        protocol: Protocol,
+    },
+    /// The access log file could not be opened.
+    #[error("cannot open access log {path}: {source}")]
+    AccessLog {
+        /// The path.
+        path: String,
+        /// The cause.
+        source: io::Error,
+    },
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(io::Error),
+}
+
+/// A running server's handle: its bound addresses and a way to stop it.
+pub struct Running {
+    /// The listeners' addresses as bound (real ports), in config order.
+    pub addresses: Vec<String>,
+    trigger: Option<rt::ShutdownTrigger>,
+    done: rt::Drain,
+    grace: std::time::Duration,
+}
+
+impl Running {
+    /// Stops accepting, waits up to the grace period for in-flight requests, then kills
+    /// every child process still running.
+    pub async fn shutdown(mut self) {
+        if let Some(t) = self.trigger.take() {
+            t.trigger();
+        }
+        let drained = rt::timeout(self.grace, self.done.wait()).await.is_ok();
+        if !drained {
+            log::warn!(target: "portico::server", "grace period over: stopping remaining requests");
+        }
+        let killed = procs::kill_all();
+        if killed > 0 {
+            log::warn!(target: "portico::server", "killed {killed} remaining child process group(s)");
+        }
+    }
+}
+
+/// Builds everything from `config` and starts the listeners.
+pub async fn start(config: Config, registry: &Registry) -> Result<Running, ServerError> {
+    let stats = Stats::new(config.routes.iter().map(|r| r.name.clone()));
+    let server_info = Arc::new(ServerInfo {
+        name: config.server.name.clone(),
+        software: config.server.software.clone(),
+    });
+    let mut listeners = Vec::new();
+    for l in &config.listeners {
+        if l.protocol != Protocol::Http {
+            return Err(ServerError::Unsupported {
+                addr: l.address.to_string(),
+                protocol: l.protocol,
+            });
+        }
+        let bound = Listener::bind(&l.address, l.socket_mode)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: l.address.to_string(),
+                source,
+            })?;
+        listeners.push((l.protocol, bound));
+    }
+    let addresses: Vec<String> = listeners.iter().map(|(_, l)| l.local_text()).collect();
+    let view = ServerView {
+        routes: config
+            .routes
+            .iter()
+            .map(|r| {
+                let m = match &r.matcher {
+                    Matcher::Exact(p) => format!("exact {p}"),
+                    Matcher::Prefix(p) => format!("prefix {p}"),
+                    Matcher::Suffix(s) => format!("suffix {s}"),
+                };
+                let b = match &r.target {
+                    Target::Cgi(c) => format!("cgi {}", c.root.display()),
+                    Target::Handler(h) => format!("handler {h}"),
+                };
+                (r.name.clone(), m, b)
+            })
+            .collect(),
+        listeners: addresses.iter().map(|a| format!("http {a}")).collect(),
+        stats: stats.clone(),
+        software: config.server.software.clone(),
+    };
+    let mut entries = Vec::new();
+    for r in &config.routes {
+        let backend = match &r.target {
+            Target::Cgi(c) => Backend::Cgi(CgiBackend::new(
+                c.clone(),
+                server_info.clone(),
+                stats.clone(),
+            )),
+            Target::Handler(name) => match registry.build(name, &view) {
+                Some(h) => Backend::Handler(h),
+                None => {
+                    return Err(ServerError::UnknownHandler {
+                        route: r.name.clone(),
+                        name: name.clone(),
+                        known: registry.names().join(", "),
+                    });
+                }
+            },
+        };
+        entries.push(RouteEntry {
+            name: r.name.as_str().into(),
+            backend,
+        });
+    }
+    let access = match &config.server.access_log {
+        AccessLog::Off => AccessSink::Off,
+        AccessLog::Stderr => AccessSink::Stderr,
+        AccessLog::File(p) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|source| ServerError::AccessLog {
+                    path: p.display().to_string(),
+                    source,
+                })?;
+            AccessSink::File(std::sync::Mutex::new(f))
+        }
+    };
+    let router = Router::new(config.routes.iter().map(|r| r.matcher.clone()));
+    let dispatcher = Arc::new(Dispatcher::new(
+        router,
+        entries,
+        stats,
+        config.server.max_redirects,
+        access,
+    ));
+    let (trigger, shutdown) = rt::shutdown_pair();
+    let (tracker, done) = rt::drain_pair();
+    let http = Arc::new(config.http.clone());
+    for ((_, l), addr) in listeners.into_iter().zip(&addresses) {
+        log::info!(target: "portico::server", "listening on http://{addr}");
+        drop(rt::spawn(listen::http::serve(
+            l,
+            dispatcher.clone(),
+            http.clone(),
+            shutdown.clone(),
+            tracker.clone(),
+        )));
+    }
+    Ok(Running {
+        addresses,
+        trigger: Some(trigger),
+        done,
+        grace: config.server.grace,
+    })
+}
+
+/// Runs the server until SIGTERM or SIGINT, then shuts down gracefully.
+pub async fn run(config: Config, registry: &Registry) -> Result<(), ServerError> {
+    let mut signals = rt::signals().map_err(ServerError::Signals)?;
+    let running = start(config, registry).await?;
+    for a in &running.addresses {
+        // On stderr whatever RUST_LOG says: scripts and tests read the real port here.
+        eprintln!("portico: listening on {a}");
+    }
+    use rt::StreamExt;
+    while let Some(sig) = signals.next().await {
+        match sig {
+            Ok(rt::Signal::Hup) => {
+                log::warn!(target: "portico::server", "SIGHUP: reload is not supported yet; restart to apply a new config");
+            }
+            Ok(s) => {
+                log::info!(target: "portico::server", "{s:?}: shutting down");
+                break;
+            }
+            Err(e) => log::warn!(target: "portico::server", "signal stream: {e}"),
+        }
+    }
+    running.shutdown().await;
+    log::info!(target: "portico::server", "stopped");
+    Ok(())
+}

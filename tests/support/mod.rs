@@ -1,0 +1,299 @@
+//! Test support: start the real `portico` binary on a free port with a config written to
+//! a temp dir, talk to it over real sockets, and kill it (and check for leftovers) on drop.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A running portico with its captured stderr.
+pub struct Portico {
+    pub child: Child,
+    pub addr: String,
+    pub stderr: Arc<Mutex<String>>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Portico {
+    /// Starts `portico serve --config <dir>/portico.toml` with `toml` (which may use
+    /// `{dir}` for the temp dir and `{repo}` for the checkout), listening on a free port.
+    pub fn start(toml: &str) -> Portico {
+        Self::start_with(toml, &[])
+    }
+
+    pub fn start_with(toml: &str, extra_args: &[&str]) -> Portico {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = toml
+            .replace("{dir}", &dir.path().display().to_string())
+            .replace("{repo}", &repo().display().to_string());
+        let cfg = dir.path().join("portico.toml");
+        std::fs::write(&cfg, text).expect("write config");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portico"));
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&cfg)
+            .args(extra_args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn portico");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let err = child.stderr.take().expect("stderr");
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                if let Some(a) = line.strip_prefix("portico: listening on ") {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(a.to_string());
+                    }
+                }
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("portico did not start: {}", stderr.lock().unwrap());
+            }
+        };
+        Portico {
+            child,
+            addr,
+            stderr,
+            dir,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(&self.addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s
+    }
+
+    /// Sends a raw request on a fresh connection and reads one response.
+    pub fn raw(&self, request: &[u8]) -> HttpResponse {
+        let mut s = self.connect();
+        s.write_all(request).unwrap();
+        read_response(&mut BufReader::new(s), false).expect("response")
+    }
+
+    /// `GET path` with `Connection: close`.
+    pub fn get(&self, path: &str) -> HttpResponse {
+        self.raw(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_log(&self, needle: &str, within: Duration) -> bool {
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        unsafe {
+            libc::kill(self.pid(), libc::SIGTERM);
+        }
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Portico {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            unsafe {
+                libc::kill(self.pid(), libc::SIGTERM);
+            }
+            let end = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < end {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Reads one response (head parsed by httparse; body by Content-Length, chunked, or to
+/// EOF). `head_only` for responses to HEAD.
+pub fn read_response<R: BufRead>(r: &mut R, head_only: bool) -> std::io::Result<HttpResponse> {
+    let mut head = Vec::new();
+    loop {
+        let mut line = Vec::new();
+        let n = r.read_until(b'\n', &mut line)?;
+        if n == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("eof in head: {:?}", String::from_utf8_lossy(&head))));
+        }
+        head.extend_from_slice(&line);
+        if line == b"\r\n" || line == b"\n" {
+            break;
+        }
+    }
+    let mut hs = [httparse::EMPTY_HEADER; 128];
+    let mut resp = httparse::Response::new(&mut hs);
+    resp.parse(&head).map_err(|e| std::io::Error::other(format!("{e}: {:?}", String::from_utf8_lossy(&head))))?;
+    let status = resp.code.unwrap_or(0);
+    let headers: Vec<(String, String)> = resp
+        .headers
+        .iter()
+        .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+        .collect();
+    let find = |n: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
+    let mut body = Vec::new();
+    if head_only || status == 204 || status == 304 || (100..200).contains(&status) {
+    } else if find("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        loop {
+            let mut line = String::new();
+            r.read_line(&mut line)?;
+            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
+                .map_err(|e| std::io::Error::other(format!("chunk size {line:?}: {e}")))?;
+            if size == 0 {
+                // trailers until the blank line
+                loop {
+                    let mut t = String::new();
+                    r.read_line(&mut t)?;
+                    if t == "\r\n" || t.is_empty() {
+                        break;
+                    }
+                }
+                break;
+            }
+            let mut chunk = vec![0; size];
+            r.read_exact(&mut chunk)?;
+            body.extend_from_slice(&chunk);
+            let mut crlf = [0u8; 2];
+            r.read_exact(&mut crlf)?;
+        }
+    } else if let Some(n) = find("content-length") {
+        let n: usize = n.trim().parse().map_err(std::io::Error::other)?;
+        body.resize(n, 0);
+        r.read_exact(&mut body)?;
+    } else {
+        r.read_to_end(&mut body)?;
+    }
+    Ok(HttpResponse { status, headers, body })
+}
+
+/// Zombie children of `pid` (state Z in /proc).
+pub fn zombies_of(pid: i32) -> Vec<i32> {
+    processes()
+        .into_iter()
+        .filter(|p| p.ppid == pid && p.state == 'Z')
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// Processes whose command line contains `needle` (to find leftover scripts).
+pub fn processes_with(needle: &str) -> Vec<Proc> {
+    processes()
+        .into_iter()
+        .filter(|p| p.cmdline.contains(needle))
+        .collect()
+}
+
+#[derive(Debug, Clone)]
+pub struct Proc {
+    pub pid: i32,
+    pub ppid: i32,
+    pub pgid: i32,
+    pub state: char,
+    pub cmdline: String,
+}
+
+pub fn processes() -> Vec<Proc> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else { return out };
+    for e in rd.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some(close) = stat.rfind(')') else { continue };
+        let rest: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        if rest.len() < 3 {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default();
+        out.push(Proc {
+            pid,
+            ppid: rest[1].parse().unwrap_or(0),
+            pgid: rest[2].parse().unwrap_or(0),
+            state: rest[0].chars().next().unwrap_or('?'),
+            cmdline,
+        });
+    }
+    out
+}
