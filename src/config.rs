@@ -22,6 +22,10 @@ pub struct Config {
     pub server: Server,
     /// `[http]`: limits and timeouts of HTTP listeners.
     pub http: Http,
+    /// `[fastcgi]`: limits of FastCGI listeners.
+    pub fastcgi: Fastcgi,
+    /// `[scgi]`: limits of SCGI listeners.
+    pub scgi: Scgi,
     /// `[[listen]]`, in order.
     pub listeners: Vec<Listen>,
     /// `[[route]]`, in order.
@@ -70,6 +74,48 @@ pub struct Http {
     pub idle_timeout: Duration,
     /// `max_connections`: open connections per listener; more wait in the accept queue.
     /// Default 1024.
+    pub max_connections: usize,
+}
+
+/// `[fastcgi]`: FastCGI listeners (portico as the application behind a web server).
+#[derive(Debug, Clone)]
+pub struct Fastcgi {
+    /// `max_conns`: FCGI_MAX_CONNS answered to GET_VALUES, and the connections accepted
+    /// at once per listener. Default 1024.
+    pub max_conns: u32,
+    /// `max_reqs`: FCGI_MAX_REQS answered to GET_VALUES, and the requests in flight at
+    /// once per listener; past it new requests get FCGI_OVERLOADED. Default 1024.
+    pub max_reqs: u32,
+    /// `mpxs_conns`: FCGI_MPXS_CONNS; when false a second concurrent request on one
+    /// connection gets FCGI_CANT_MPX_CONN. Default true.
+    pub mpxs_conns: bool,
+    /// `max_requests_per_conn`: requests active at once on one connection; past it
+    /// FCGI_OVERLOADED. Default 64.
+    pub max_requests_per_conn: usize,
+    /// `max_params_bytes`: one request's encoded params; past it the connection is
+    /// closed (FCGI-AMB-5). Default 1 MiB.
+    pub max_params_bytes: usize,
+    /// `stdin_buffer`: request body bytes held per request while its backend is not
+    /// reading; past it the connection stops reading. Default 1 MiB.
+    pub stdin_buffer: usize,
+    /// `idle_timeout`: a connection with no active request is closed after this.
+    /// Default 60 s.
+    pub idle_timeout: Duration,
+    /// `stderr`: forward what CGI scripts write on stderr as FCGI_STDERR (besides the
+    /// log). Default false.
+    pub stderr: bool,
+}
+
+/// `[scgi]`: SCGI listeners.
+#[derive(Debug, Clone)]
+pub struct Scgi {
+    /// `max_header_bytes`: the netstring header; past it 400. Default 64 KiB.
+    pub max_header_bytes: usize,
+    /// `max_headers`: header pairs; past it 400. Default 256.
+    pub max_headers: usize,
+    /// `header_timeout`: time to receive the netstring header. Default 30 s.
+    pub header_timeout: Duration,
+    /// `max_connections`: connections at once per listener. Default 1024.
     pub max_connections: usize,
 }
 
@@ -373,6 +419,10 @@ struct RawConfig {
     #[serde(default)]
     http: RawHttp,
     #[serde(default)]
+    fastcgi: RawFastcgi,
+    #[serde(default)]
+    scgi: RawScgi,
+    #[serde(default)]
     listen: Vec<RawListen>,
     #[serde(default)]
     route: Vec<RawRoute>,
@@ -396,6 +446,28 @@ struct RawHttp {
     max_body_bytes: Option<RawSize>,
     header_timeout: Option<String>,
     idle_timeout: Option<String>,
+    max_connections: Option<i64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFastcgi {
+    max_conns: Option<i64>,
+    max_reqs: Option<i64>,
+    mpxs_conns: Option<bool>,
+    max_requests_per_conn: Option<i64>,
+    max_params_bytes: Option<RawSize>,
+    stdin_buffer: Option<RawSize>,
+    idle_timeout: Option<String>,
+    stderr: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawScgi {
+    max_header_bytes: Option<RawSize>,
+    max_headers: Option<i64>,
+    header_timeout: Option<String>,
     max_connections: Option<i64>,
 }
 
@@ -495,6 +567,25 @@ fn typed(
         header_timeout: field!("http.header_timeout", h.header_timeout, Duration::from_secs(30), |v: String| parse_duration(&v)),
         idle_timeout: field!("http.idle_timeout", h.idle_timeout, Duration::from_secs(60), |v: String| parse_duration(&v)),
         max_connections: field!("http.max_connections", h.max_connections, 1024, |v: i64| in_range(v, 1, 1_000_000).map(|v| v as usize)),
+    };
+
+    let f = raw.fastcgi;
+    let fastcgi = Fastcgi {
+        max_conns: field!("fastcgi.max_conns", f.max_conns, 1024, |v: i64| in_range(v, 1, 1_000_000).map(|v| v as u32)),
+        max_reqs: field!("fastcgi.max_reqs", f.max_reqs, 1024, |v: i64| in_range(v, 1, 1_000_000).map(|v| v as u32)),
+        mpxs_conns: f.mpxs_conns.unwrap_or(true),
+        max_requests_per_conn: field!("fastcgi.max_requests_per_conn", f.max_requests_per_conn, 64, |v: i64| in_range(v, 1, 65_535).map(|v| v as usize)),
+        max_params_bytes: field!("fastcgi.max_params_bytes", f.max_params_bytes, 1 << 20, |v| size(v, 1024, 1 << 30).map(|v| v as usize)),
+        stdin_buffer: field!("fastcgi.stdin_buffer", f.stdin_buffer, 1 << 20, |v| size(v, 65_536, 1 << 32).map(|v| v as usize)),
+        idle_timeout: field!("fastcgi.idle_timeout", f.idle_timeout, Duration::from_secs(60), |v: String| parse_duration(&v)),
+        stderr: f.stderr.unwrap_or(false),
+    };
+    let sc = raw.scgi;
+    let scgi = Scgi {
+        max_header_bytes: field!("scgi.max_header_bytes", sc.max_header_bytes, 64 * 1024, |v| size(v, 256, 1 << 24).map(|v| v as usize)),
+        max_headers: field!("scgi.max_headers", sc.max_headers, 256, |v: i64| in_range(v, 1, 100_000).map(|v| v as usize)),
+        header_timeout: field!("scgi.header_timeout", sc.header_timeout, Duration::from_secs(30), |v: String| parse_duration(&v)),
+        max_connections: field!("scgi.max_connections", sc.max_connections, 1024, |v: i64| in_range(v, 1, 1_000_000).map(|v| v as usize)),
     };
 
     let mut listeners = Vec::new();
@@ -611,7 +702,7 @@ fn typed(
 
     let errors = errors.into_inner();
     if errors.is_empty() {
-        Ok(Config { server, http, listeners, routes })
+        Ok(Config { server, http, fastcgi, scgi, listeners, routes })
     } else {
         Err(ConfigErrors(errors))
     }

@@ -39,14 +39,6 @@ pub enum ServerError {
         /// The cause.
         source: io::Error,
     },
-    /// A listener protocol that this build does not serve yet.
-    #[error("listener {addr}: protocol {protocol:?} is not supported yet")]
-    Unsupported {
-        /// The address.
-        addr: String,
-        /// The protocol.
-        protocol: Protocol,
-    },
     /// The access log file could not be opened.
     #[error("cannot open access log {path}: {source}")]
     AccessLog {
@@ -96,12 +88,6 @@ pub async fn start(config: Config, registry: &Registry) -> Result<Running, Serve
     });
     let mut listeners = Vec::new();
     for l in &config.listeners {
-        if l.protocol != Protocol::Http {
-            return Err(ServerError::Unsupported {
-                addr: l.address.to_string(),
-                protocol: l.protocol,
-            });
-        }
         let bound = Listener::bind(&l.address, l.socket_mode)
             .await
             .map_err(|source| ServerError::Bind {
@@ -128,7 +114,10 @@ pub async fn start(config: Config, registry: &Registry) -> Result<Running, Serve
                 (r.name.clone(), m, b)
             })
             .collect(),
-        listeners: addresses.iter().map(|a| format!("http {a}")).collect(),
+        listeners: listeners
+            .iter()
+            .map(|(p, l)| format!("{} {}", protocol_name(*p), l.local_text()))
+            .collect(),
         stats: stats.clone(),
         software: config.server.software.clone(),
     };
@@ -182,15 +171,16 @@ pub async fn start(config: Config, registry: &Registry) -> Result<Running, Serve
     let (trigger, shutdown) = rt::shutdown_pair();
     let (tracker, done) = rt::drain_pair();
     let http = Arc::new(config.http.clone());
-    for ((_, l), addr) in listeners.into_iter().zip(&addresses) {
-        log::info!(target: "portico::server", "listening on http://{addr}");
-        drop(rt::spawn(listen::http::serve(
-            l,
-            dispatcher.clone(),
-            http.clone(),
-            shutdown.clone(),
-            tracker.clone(),
-        )));
+    let fastcgi = Arc::new(config.fastcgi.clone());
+    let scgi = Arc::new(config.scgi.clone());
+    for ((protocol, l), addr) in listeners.into_iter().zip(&addresses) {
+        log::info!(target: "portico::server", "listening on {} {addr}", protocol_name(protocol));
+        let (d, s, t) = (dispatcher.clone(), shutdown.clone(), tracker.clone());
+        drop(match protocol {
+            Protocol::Http => rt::spawn(listen::http::serve(l, d, http.clone(), s, t)),
+            Protocol::Fastcgi => rt::spawn(listen::fastcgi::serve(l, d, fastcgi.clone(), s, t)),
+            Protocol::Scgi => rt::spawn(listen::scgi::serve(l, d, scgi.clone(), s, t)),
+        });
     }
     Ok(Running {
         addresses,
@@ -198,6 +188,14 @@ pub async fn start(config: Config, registry: &Registry) -> Result<Running, Serve
         done,
         grace: config.server.grace,
     })
+}
+
+fn protocol_name(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Http => "http",
+        Protocol::Fastcgi => "fastcgi",
+        Protocol::Scgi => "scgi",
+    }
 }
 
 /// Runs the server until SIGTERM or SIGINT, then shuts down gracefully.

@@ -11,7 +11,10 @@ use crate::addr::Address;
 use crate::model::Endpoint;
 use crate::rt;
 
+pub mod fastcgi;
 pub mod http;
+pub mod params;
+pub mod scgi;
 
 /// A bound listening socket.
 pub enum Listener {
@@ -21,7 +24,8 @@ pub enum Listener {
     Unix(rt::UnixListener, PathBuf),
 }
 
-/// An accepted connection.
+/// An accepted connection; clones share the socket (one reads while another writes).
+#[derive(Clone)]
 pub enum Conn {
     /// TCP.
     Tcp(rt::TcpStream),
@@ -111,6 +115,42 @@ impl Drop for Listener {
             let _ = std::fs::remove_file(p);
         }
     }
+}
+
+impl Conn {
+    /// Shuts down both directions of the socket (wakes a reader blocked on it).
+    pub fn shutdown_both(&self) {
+        let _ = match self {
+            Conn::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
+            Conn::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+        };
+    }
+}
+
+/// A response's head in CGI form (`Status:` line, header fields, blank line): what the
+/// FastCGI and SCGI listeners send back to the web server (RFC 3875 §6; CGI-6.3.3).
+pub fn cgi_head(resp: &crate::model::Response) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"Status: ");
+    out.extend_from_slice(resp.status.as_str().as_bytes());
+    if let Some(reason) = resp.status.canonical_reason() {
+        out.push(b' ');
+        out.extend_from_slice(reason.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &resp.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(len) = resp.body.len()
+        && !resp.headers.contains_key(::http::header::CONTENT_LENGTH)
+    {
+        out.extend_from_slice(format!("Content-Length: {len}\r\n").as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    out
 }
 
 impl rt::AsyncRead for Conn {

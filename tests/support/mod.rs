@@ -297,3 +297,93 @@ pub fn processes() -> Vec<Proc> {
     }
     out
 }
+
+/// What one FastCGI request produced.
+#[derive(Debug, Default, Clone)]
+pub struct FcgiResult {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub stdout_ended: bool,
+    pub end: Option<(u32, u8)>,
+}
+
+impl FcgiResult {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+/// Reads FastCGI records from `s` until every id in `ids` has ended (or EOF/timeout).
+pub fn fcgi_collect<R: Read>(
+    s: &mut R,
+    ids: &[u16],
+) -> (std::collections::HashMap<u16, FcgiResult>, Vec<proto::fastcgi::client::ClientEvent>) {
+    use proto::fastcgi::client::{ClientEvent, Config, Conn};
+    let mut conn = Conn::new(Config::default());
+    let mut out: std::collections::HashMap<u16, FcgiResult> = std::collections::HashMap::new();
+    let mut others = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    let done = |out: &std::collections::HashMap<u16, FcgiResult>| {
+        ids.iter().all(|id| out.get(id).is_some_and(|r| r.end.is_some()))
+    };
+    while !done(&out) {
+        let n = match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        conn.handle_read(&buf[..n]).expect("valid records from portico");
+        while let Some(ev) = conn.poll_event() {
+            match ev {
+                ClientEvent::Stdout { id, data } => out.entry(id).or_default().stdout.extend(data),
+                ClientEvent::Stderr { id, data } => out.entry(id).or_default().stderr.extend(data),
+                ClientEvent::StdoutEnd { id } => out.entry(id).or_default().stdout_ended = true,
+                ClientEvent::EndRequest { id, app_status, protocol_status } => {
+                    out.entry(id).or_default().end = Some((app_status, protocol_status.0))
+                }
+                other => others.push(other),
+            }
+        }
+    }
+    (out, others)
+}
+
+/// nginx-like params for `uri` (path?query).
+pub fn fcgi_params(method: &str, uri: &str, content_length: Option<usize>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
+    let p: Vec<(Vec<u8>, Vec<u8>)> = vec![
+        ("QUERY_STRING".into(), query.into()),
+        ("REQUEST_METHOD".into(), method.into()),
+        ("CONTENT_TYPE".into(), "".into()),
+        ("CONTENT_LENGTH".into(), content_length.map(|n| n.to_string()).unwrap_or_default().into()),
+        ("SCRIPT_NAME".into(), path.into()),
+        ("REQUEST_URI".into(), uri.into()),
+        ("DOCUMENT_URI".into(), path.into()),
+        ("DOCUMENT_ROOT".into(), "/srv/www".into()),
+        ("SERVER_PROTOCOL".into(), "HTTP/1.1".into()),
+        ("REQUEST_SCHEME".into(), "http".into()),
+        ("GATEWAY_INTERFACE".into(), "CGI/1.1".into()),
+        ("SERVER_SOFTWARE".into(), "nginx/1.22.1".into()),
+        ("REMOTE_ADDR".into(), "127.0.0.1".into()),
+        ("REMOTE_PORT".into(), "40000".into()),
+        ("SERVER_ADDR".into(), "127.0.0.1".into()),
+        ("SERVER_PORT".into(), "80".into()),
+        ("SERVER_NAME".into(), "localhost".into()),
+        ("HTTP_HOST".into(), "localhost".into()),
+        ("HTTP_USER_AGENT".into(), "test".into()),
+    ];
+    p
+}
+
+/// Encodes a whole request.
+pub fn fcgi_request(id: u16, keep_conn: bool, params: &[(Vec<u8>, Vec<u8>)], stdin: &[u8], out: &mut Vec<u8>) {
+    let pairs: Vec<(&[u8], &[u8])> = params.iter().map(|(n, v)| (n.as_slice(), v.as_slice())).collect();
+    proto::fastcgi::client::Request {
+        id,
+        role: proto::fastcgi::Role::RESPONDER,
+        keep_conn,
+        params: &pairs,
+        stdin: Some(stdin),
+        data: None,
+    }
+    .encode(out);
+}
