@@ -28,6 +28,18 @@ pub enum Command {
     Serve(ServeArgs),
     /// Validate a configuration and print every error with its key and line.
     Check(CheckArgs),
+    /// Serve one request as a CGI program run by a web server (also chosen
+    /// automatically when GATEWAY_INTERFACE and REQUEST_METHOD are set).
+    Cgi(CgiArgs),
+}
+
+/// Options of `cgi`.
+#[derive(Debug, Default, clap::Args)]
+pub struct CgiArgs {
+    /// The TOML configuration file (default: the built-in default; PORTICO_CONFIG also
+    /// names one, since a web server passes no arguments).
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// Options of `serve`.
@@ -43,6 +55,11 @@ pub struct ServeArgs {
     /// Override a configuration key, e.g. --set server.name=example.org (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// Serve FastCGI on the listening socket inherited on fd 0 (the FastCGI convention of
+    /// spawn-fcgi, mod_fcgid, lighttpd) instead of the configured listeners. Chosen
+    /// automatically when fd 0 is a listening socket and no --listen is given.
+    #[arg(long)]
+    pub fd0: bool,
 }
 
 /// Options of `check`.
@@ -55,13 +72,50 @@ pub struct CheckArgs {
 
 /// Runs the parsed command line with the handlers in `registry`.
 pub fn run(cli: Cli, registry: Registry) -> ExitCode {
-    match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+    let default = if crate::listen::cgi::detected() {
+        Command::Cgi(CgiArgs::default())
+    } else {
+        Command::Serve(ServeArgs::default())
+    };
+    match cli.command.unwrap_or(default) {
         Command::Serve(args) => serve(args, registry),
         Command::Check(args) => check(args, &registry),
+        Command::Cgi(args) => cgi(args, registry),
     }
 }
 
-fn sources(config: Option<PathBuf>, listen: Option<String>, set: &[String]) -> Result<Sources, String> {
+fn cgi(args: CgiArgs, registry: Registry) -> ExitCode {
+    let file = args
+        .config
+        .or_else(|| std::env::var_os("PORTICO_CONFIG").map(PathBuf::from));
+    let src = Sources {
+        file,
+        env: false,
+        overrides: Vec::new(),
+        listen: None,
+    };
+    let cfg = match config::load(&src) {
+        Ok(c) => c,
+        Err(errs) => {
+            eprintln!("portico: invalid configuration:\n{errs}");
+            // The web server shows a 500 for a CGI program that prints no head.
+            return ExitCode::from(2);
+        }
+    };
+    match rt::block_on(server::run_cgi(cfg, &registry)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            print_error(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn sources(
+    config: Option<PathBuf>,
+    listen: Option<String>,
+    set: &[String],
+) -> Result<Sources, String> {
     let mut overrides = Vec::new();
     for s in set {
         match s.split_once('=') {
@@ -85,13 +139,22 @@ fn serve(args: ServeArgs, registry: Registry) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let cfg = match config::load(&src) {
+    let mut cfg = match config::load(&src) {
         Ok(c) => c,
         Err(errs) => {
             eprintln!("portico: invalid configuration:\n{errs}");
             return ExitCode::from(2);
         }
     };
+    if args.fd0 || (src.listen.is_none() && crate::listen::fd0_is_listening_socket()) {
+        log::info!(target: "portico", "serving FastCGI on the socket inherited on fd 0");
+        cfg.listeners = vec![config::Listen {
+            protocol: config::Protocol::Fastcgi,
+            address: crate::addr::Address::Inherited(crate::addr::Inherited::Fd(0)),
+            socket_mode: None,
+            socket_owner: None,
+        }];
+    }
     if src.file.is_none() {
         // The built-in default serves the examples of a checkout; say so if absent.
         for r in &cfg.routes {

@@ -140,6 +140,8 @@ pub struct Listen {
     /// `socket_mode`: permission bits of a Unix socket, as an octal string. Default none
     /// (the umask decides).
     pub socket_mode: Option<u32>,
+    /// `socket_owner`: `"user:group"` (names or numbers) of a Unix socket. Default none.
+    pub socket_owner: Option<(u32, u32)>,
 }
 
 /// How a route matches the request path.
@@ -349,10 +351,8 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigErrors> {
             message: format!("TOML syntax: {}", e.message()),
         }]));
     }
-    let mut builder = config::Config::builder().add_source(config::File::from_str(
-        &text,
-        config::FileFormat::Toml,
-    ));
+    let mut builder = config::Config::builder()
+        .add_source(config::File::from_str(&text, config::FileFormat::Toml));
     if sources.env {
         builder = builder.add_source(
             config::Environment::with_prefix("PORTICO")
@@ -380,6 +380,7 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigErrors> {
                     protocol: Protocol::Http,
                     address,
                     socket_mode: None,
+                    socket_owner: None,
                 }]
             }
             Err(e) => return Err(ConfigErrors(vec![err("--listen".into(), format!("{e}"))])),
@@ -388,12 +389,16 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigErrors> {
     Ok(typed)
 }
 
-fn from_config_error(e: &config::ConfigError, err: &impl Fn(String, String) -> ConfigError) -> ConfigError {
+fn from_config_error(
+    e: &config::ConfigError,
+    err: &impl Fn(String, String) -> ConfigError,
+) -> ConfigError {
     // The `config` crate reports "... for key `route[0].cgi.timeout`" and "unknown field
     // `x`"; pull the key out so the line can be found.
     let msg = e.to_string();
     let parent = between(&msg, "for key `", "`");
-    let field = between(&msg, "unknown field `", "`").or_else(|| between(&msg, "missing field `", "`"));
+    let field =
+        between(&msg, "unknown field `", "`").or_else(|| between(&msg, "missing field `", "`"));
     let key = match (parent, field) {
         (Some(p), Some(f)) => format!("{p}.{f}"),
         (p, f) => p.or(f).unwrap_or_default(),
@@ -477,6 +482,7 @@ struct RawListen {
     protocol: Option<String>,
     address: Option<String>,
     socket_mode: Option<String>,
+    socket_owner: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -550,56 +556,141 @@ fn typed(
         software: s
             .software
             .unwrap_or_else(|| format!("portico/{}", env!("CARGO_PKG_VERSION"))),
-        grace: field!("server.grace", s.grace, Duration::from_secs(10), |v: String| parse_duration(&v)),
+        grace: field!(
+            "server.grace",
+            s.grace,
+            Duration::from_secs(10),
+            |v: String| parse_duration(&v)
+        ),
         access_log: match s.access_log.as_deref() {
             None | Some("stderr") => AccessLog::Stderr,
             Some("off") => AccessLog::Off,
             Some(p) => AccessLog::File(base.join(p)),
         },
-        max_redirects: field!("server.max_redirects", s.max_redirects, 5, |v: i64| in_range(v, 0, 32).map(|v| v as u8)),
+        max_redirects: field!("server.max_redirects", s.max_redirects, 5, |v: i64| {
+            in_range(v, 0, 32).map(|v| v as u8)
+        }),
     };
 
     let h = raw.http;
     let http = Http {
-        max_header_bytes: field!("http.max_header_bytes", h.max_header_bytes, 16 * 1024, |v| size(v, 1024, 1 << 24).map(|v| v as usize)),
-        max_headers: field!("http.max_headers", h.max_headers, 100, |v: i64| in_range(v, 1, 10_000).map(|v| v as usize)),
-        max_body_bytes: field!("http.max_body_bytes", h.max_body_bytes, 1 << 30, |v| size(v, 0, u64::MAX)),
-        header_timeout: field!("http.header_timeout", h.header_timeout, Duration::from_secs(30), |v: String| parse_duration(&v)),
-        idle_timeout: field!("http.idle_timeout", h.idle_timeout, Duration::from_secs(60), |v: String| parse_duration(&v)),
-        max_connections: field!("http.max_connections", h.max_connections, 1024, |v: i64| in_range(v, 1, 1_000_000).map(|v| v as usize)),
+        max_header_bytes: field!(
+            "http.max_header_bytes",
+            h.max_header_bytes,
+            16 * 1024,
+            |v| size(v, 1024, 1 << 24).map(|v| v as usize)
+        ),
+        max_headers: field!("http.max_headers", h.max_headers, 100, |v: i64| in_range(
+            v, 1, 10_000
+        )
+        .map(|v| v as usize)),
+        max_body_bytes: field!("http.max_body_bytes", h.max_body_bytes, 1 << 30, |v| size(
+            v,
+            0,
+            u64::MAX
+        )),
+        header_timeout: field!(
+            "http.header_timeout",
+            h.header_timeout,
+            Duration::from_secs(30),
+            |v: String| parse_duration(&v)
+        ),
+        idle_timeout: field!(
+            "http.idle_timeout",
+            h.idle_timeout,
+            Duration::from_secs(60),
+            |v: String| parse_duration(&v)
+        ),
+        max_connections: field!("http.max_connections", h.max_connections, 1024, |v: i64| {
+            in_range(v, 1, 1_000_000).map(|v| v as usize)
+        }),
     };
 
     let f = raw.fastcgi;
     let fastcgi = Fastcgi {
-        max_conns: field!("fastcgi.max_conns", f.max_conns, 1024, |v: i64| in_range(v, 1, 1_000_000).map(|v| v as u32)),
-        max_reqs: field!("fastcgi.max_reqs", f.max_reqs, 1024, |v: i64| in_range(v, 1, 1_000_000).map(|v| v as u32)),
+        max_conns: field!("fastcgi.max_conns", f.max_conns, 1024, |v: i64| in_range(
+            v, 1, 1_000_000
+        )
+        .map(|v| v as u32)),
+        max_reqs: field!("fastcgi.max_reqs", f.max_reqs, 1024, |v: i64| in_range(
+            v, 1, 1_000_000
+        )
+        .map(|v| v as u32)),
         mpxs_conns: f.mpxs_conns.unwrap_or(true),
-        max_requests_per_conn: field!("fastcgi.max_requests_per_conn", f.max_requests_per_conn, 64, |v: i64| in_range(v, 1, 65_535).map(|v| v as usize)),
-        max_params_bytes: field!("fastcgi.max_params_bytes", f.max_params_bytes, 1 << 20, |v| size(v, 1024, 1 << 30).map(|v| v as usize)),
-        stdin_buffer: field!("fastcgi.stdin_buffer", f.stdin_buffer, 1 << 20, |v| size(v, 65_536, 1 << 32).map(|v| v as usize)),
-        idle_timeout: field!("fastcgi.idle_timeout", f.idle_timeout, Duration::from_secs(60), |v: String| parse_duration(&v)),
+        max_requests_per_conn: field!(
+            "fastcgi.max_requests_per_conn",
+            f.max_requests_per_conn,
+            64,
+            |v: i64| in_range(v, 1, 65_535).map(|v| v as usize)
+        ),
+        max_params_bytes: field!(
+            "fastcgi.max_params_bytes",
+            f.max_params_bytes,
+            1 << 20,
+            |v| size(v, 1024, 1 << 30).map(|v| v as usize)
+        ),
+        stdin_buffer: field!("fastcgi.stdin_buffer", f.stdin_buffer, 1 << 20, |v| size(
+            v,
+            65_536,
+            1 << 32
+        )
+        .map(|v| v as usize)),
+        idle_timeout: field!(
+            "fastcgi.idle_timeout",
+            f.idle_timeout,
+            Duration::from_secs(60),
+            |v: String| parse_duration(&v)
+        ),
         stderr: f.stderr.unwrap_or(false),
     };
     let sc = raw.scgi;
     let scgi = Scgi {
-        max_header_bytes: field!("scgi.max_header_bytes", sc.max_header_bytes, 64 * 1024, |v| size(v, 256, 1 << 24).map(|v| v as usize)),
-        max_headers: field!("scgi.max_headers", sc.max_headers, 256, |v: i64| in_range(v, 1, 100_000).map(|v| v as usize)),
-        header_timeout: field!("scgi.header_timeout", sc.header_timeout, Duration::from_secs(30), |v: String| parse_duration(&v)),
-        max_connections: field!("scgi.max_connections", sc.max_connections, 1024, |v: i64| in_range(v, 1, 1_000_000).map(|v| v as usize)),
+        max_header_bytes: field!(
+            "scgi.max_header_bytes",
+            sc.max_header_bytes,
+            64 * 1024,
+            |v| size(v, 256, 1 << 24).map(|v| v as usize)
+        ),
+        max_headers: field!("scgi.max_headers", sc.max_headers, 256, |v: i64| in_range(
+            v, 1, 100_000
+        )
+        .map(|v| v as usize)),
+        header_timeout: field!(
+            "scgi.header_timeout",
+            sc.header_timeout,
+            Duration::from_secs(30),
+            |v: String| parse_duration(&v)
+        ),
+        max_connections: field!(
+            "scgi.max_connections",
+            sc.max_connections,
+            1024,
+            |v: i64| in_range(v, 1, 1_000_000).map(|v| v as usize)
+        ),
     };
 
     let mut listeners = Vec::new();
     for (i, l) in raw.listen.into_iter().enumerate() {
         let key = |k: &str| format!("listen[{i}].{k}");
-        let protocol = field!(key("protocol"), l.protocol, Protocol::Http, |v: String| match v.as_str() {
-            "http" => Ok(Protocol::Http),
-            "fastcgi" => Ok(Protocol::Fastcgi),
-            "scgi" => Ok(Protocol::Scgi),
-            other => Err(format!("unknown protocol {other:?} (expected http, fastcgi or scgi)")),
-        });
+        let protocol = field!(
+            key("protocol"),
+            l.protocol,
+            Protocol::Http,
+            |v: String| match v.as_str() {
+                "http" => Ok(Protocol::Http),
+                "fastcgi" => Ok(Protocol::Fastcgi),
+                "scgi" => Ok(Protocol::Scgi),
+                other => Err(format!(
+                    "unknown protocol {other:?} (expected http, fastcgi or scgi)"
+                )),
+            }
+        );
         let address = match l.address {
             None => {
-                check(Err(err(key("address"), "missing (HOST:PORT or unix:/path)".into())));
+                check(Err(err(
+                    key("address"),
+                    "missing (HOST:PORT or unix:/path)".into(),
+                )));
                 continue;
             }
             Some(a) => match a.parse::<Address>() {
@@ -611,15 +702,28 @@ fn typed(
                 }
             },
         };
-        let socket_mode = field!(key("socket_mode"), l.socket_mode, None, |v: String| u32::from_str_radix(v.trim_start_matches("0o"), 8)
-            .ok()
-            .filter(|m| *m <= 0o777)
-            .map(Some)
-            .ok_or_else(|| format!("{v:?} is not an octal mode such as \"0660\"")));
-        listeners.push(Listen { protocol, address, socket_mode });
+        let socket_mode = field!(key("socket_mode"), l.socket_mode, None, |v: String| {
+            u32::from_str_radix(v.trim_start_matches("0o"), 8)
+                .ok()
+                .filter(|m| *m <= 0o777)
+                .map(Some)
+                .ok_or_else(|| format!("{v:?} is not an octal mode such as \"0660\""))
+        });
+        let socket_owner = field!(key("socket_owner"), l.socket_owner, None, |v: String| {
+            parse_owner(&v).map(Some)
+        });
+        listeners.push(Listen {
+            protocol,
+            address,
+            socket_mode,
+            socket_owner,
+        });
     }
     if listeners.is_empty() && errors.borrow().is_empty() {
-        errors.borrow_mut().push(err("listen".into(), "no [[listen]] entry: nothing to serve on".into()));
+        errors.borrow_mut().push(err(
+            "listen".into(),
+            "no [[listen]] entry: nothing to serve on".into(),
+        ));
     }
 
     let mut routes = Vec::new();
@@ -636,20 +740,36 @@ fn typed(
         let matcher = match matchers.as_slice() {
             [m] => m.clone(),
             [] => {
-                errors.borrow_mut().push(err(format!("route[{i}]"), "needs one of exact, prefix or suffix".into()));
+                errors.borrow_mut().push(err(
+                    format!("route[{i}]"),
+                    "needs one of exact, prefix or suffix".into(),
+                ));
                 continue;
             }
             _ => {
-                errors.borrow_mut().push(err(format!("route[{i}]"), "has more than one of exact, prefix and suffix".into()));
+                errors.borrow_mut().push(err(
+                    format!("route[{i}]"),
+                    "has more than one of exact, prefix and suffix".into(),
+                ));
                 continue;
             }
         };
         match &matcher {
             Matcher::Exact(p) | Matcher::Prefix(p) if !p.starts_with('/') => {
-                errors.borrow_mut().push(err(key(if matches!(matcher, Matcher::Exact(_)) { "exact" } else { "prefix" }), format!("{p:?} must start with '/'")));
+                errors.borrow_mut().push(err(
+                    key(if matches!(matcher, Matcher::Exact(_)) {
+                        "exact"
+                    } else {
+                        "prefix"
+                    }),
+                    format!("{p:?} must start with '/'"),
+                ));
             }
             Matcher::Suffix(s) if s.is_empty() || s.contains('/') => {
-                errors.borrow_mut().push(err(key("suffix"), format!("{s:?} must be non-empty and contain no '/'")));
+                errors.borrow_mut().push(err(
+                    key("suffix"),
+                    format!("{s:?} must be non-empty and contain no '/'"),
+                ));
             }
             _ => {}
         }
@@ -662,50 +782,127 @@ fn typed(
                 let root = match c.root {
                     Some(root) => base.join(root),
                     None => {
-                        errors.borrow_mut().push(err(key("cgi.root"), "missing: the directory of the scripts".into()));
+                        errors.borrow_mut().push(err(
+                            key("cgi.root"),
+                            "missing: the directory of the scripts".into(),
+                        ));
                         continue;
                     }
                 };
                 let k = |f: &str| key(&format!("cgi.{f}"));
                 Target::Cgi(Arc::new(Cgi {
                     root,
-                    timeout: field!(k("timeout"), c.timeout, Duration::from_secs(30), |v: String| parse_duration(&v)),
+                    timeout: field!(
+                        k("timeout"),
+                        c.timeout,
+                        Duration::from_secs(30),
+                        |v: String| parse_duration(&v)
+                    ),
                     index: c.index.unwrap_or_else(|| vec!["index.cgi".into()]),
-                    pass_env: c.pass_env.unwrap_or_else(|| ["PATH", "LANG", "LC_ALL", "TZ"].map(String::from).to_vec()),
-                    env: c.env.unwrap_or_default().into_iter().collect(),
-                    max_concurrent: field!(k("max_concurrent"), c.max_concurrent, 64, |v: i64| in_range(v, 1, 100_000).map(|v| v as usize)),
-                    search_args: c.search_args.unwrap_or(false),
-                    spool_memory: field!(k("spool_memory"), c.spool_memory, 1 << 20, |v| size(v, 0, 1 << 32).map(|v| v as usize)),
-                    pass_authorization: c.pass_authorization.unwrap_or(false),
-                    header_policy: field!(k("header_policy"), c.header_policy, HeaderPolicy::Strict, |v: String| match v.as_str() {
-                        "strict" => Ok(HeaderPolicy::Strict),
-                        "map" => Ok(HeaderPolicy::Map),
-                        o => Err(format!("unknown policy {o:?} (expected strict or map)")),
+                    pass_env: c.pass_env.unwrap_or_else(|| {
+                        ["PATH", "LANG", "LC_ALL", "TZ"].map(String::from).to_vec()
                     }),
+                    env: c.env.unwrap_or_default().into_iter().collect(),
+                    max_concurrent: field!(k("max_concurrent"), c.max_concurrent, 64, |v: i64| {
+                        in_range(v, 1, 100_000).map(|v| v as usize)
+                    }),
+                    search_args: c.search_args.unwrap_or(false),
+                    spool_memory: field!(k("spool_memory"), c.spool_memory, 1 << 20, |v| size(
+                        v,
+                        0,
+                        1 << 32
+                    )
+                    .map(|v| v as usize)),
+                    pass_authorization: c.pass_authorization.unwrap_or(false),
+                    header_policy: field!(
+                        k("header_policy"),
+                        c.header_policy,
+                        HeaderPolicy::Strict,
+                        |v: String| match v.as_str() {
+                            "strict" => Ok(HeaderPolicy::Strict),
+                            "map" => Ok(HeaderPolicy::Map),
+                            o => Err(format!("unknown policy {o:?} (expected strict or map)")),
+                        }
+                    ),
                     nph: c.nph.unwrap_or(true),
-                    max_header_bytes: field!(k("max_header_bytes"), c.max_header_bytes, 64 * 1024, |v| size(v, 256, 1 << 24).map(|v| v as usize)),
+                    max_header_bytes: field!(
+                        k("max_header_bytes"),
+                        c.max_header_bytes,
+                        64 * 1024,
+                        |v| size(v, 256, 1 << 24).map(|v| v as usize)
+                    ),
                     script_filename: c.script_filename.unwrap_or(false),
                 }))
             }
             (None, Some(h)) => Target::Handler(h),
             (None, None) => {
-                errors.borrow_mut().push(err(format!("route[{i}]"), "needs a backend: cgi = { root = … } or handler = \"name\"".into()));
+                errors.borrow_mut().push(err(
+                    format!("route[{i}]"),
+                    "needs a backend: cgi = { root = … } or handler = \"name\"".into(),
+                ));
                 continue;
             }
             (Some(_), Some(_)) => {
-                errors.borrow_mut().push(err(format!("route[{i}]"), "has both cgi and handler; pick one".into()));
+                errors.borrow_mut().push(err(
+                    format!("route[{i}]"),
+                    "has both cgi and handler; pick one".into(),
+                ));
                 continue;
             }
         };
-        routes.push(Route { name, matcher, target });
+        routes.push(Route {
+            name,
+            matcher,
+            target,
+        });
     }
 
     let errors = errors.into_inner();
     if errors.is_empty() {
-        Ok(Config { server, http, fastcgi, scgi, listeners, routes })
+        Ok(Config {
+            server,
+            http,
+            fastcgi,
+            scgi,
+            listeners,
+            routes,
+        })
     } else {
         Err(ConfigErrors(errors))
     }
+}
+
+/// `"user:group"` to ids; each part a name or a number.
+fn parse_owner(v: &str) -> Result<(u32, u32), String> {
+    let (user, group) = v
+        .split_once(':')
+        .ok_or_else(|| format!("{v:?} is not \"user:group\""))?;
+    let uid = match user.parse::<u32>() {
+        Ok(n) => n,
+        Err(_) => {
+            let name = std::ffi::CString::new(user).map_err(|_| format!("bad user {user:?}"))?;
+            // SAFETY: getpwnam returns null or a pointer to static storage valid until the
+            // next call; we read one field at once, single-threaded during config load.
+            let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+            if pw.is_null() {
+                return Err(format!("no user named {user:?}"));
+            }
+            unsafe { (*pw).pw_uid }
+        }
+    };
+    let gid = match group.parse::<u32>() {
+        Ok(n) => n,
+        Err(_) => {
+            let name = std::ffi::CString::new(group).map_err(|_| format!("bad group {group:?}"))?;
+            // SAFETY: as for getpwnam above.
+            let gr = unsafe { libc::getgrnam(name.as_ptr()) };
+            if gr.is_null() {
+                return Err(format!("no group named {group:?}"));
+            }
+            unsafe { (*gr).gr_gid }
+        }
+    };
+    Ok((uid, gid))
 }
 
 fn in_range(v: i64, lo: i64, hi: i64) -> Result<i64, String> {
@@ -762,9 +959,14 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "mb" => 1_000_000,
         "g" | "gib" => 1 << 30,
         "gb" => 1_000_000_000,
-        _ => return Err(format!("{s:?} has an unknown unit (use KiB, MiB, GiB, KB, MB, GB)")),
+        _ => {
+            return Err(format!(
+                "{s:?} has an unknown unit (use KiB, MiB, GiB, KB, MB, GB)"
+            ));
+        }
     };
-    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// Finds the line of a key path such as `route[1].cgi.timeout` in the TOML text: the
@@ -841,5 +1043,6 @@ impl KeyLines {
 }
 
 fn line_at(text: &str, offset: usize) -> usize {
-    text.get(..offset).map_or(1, |t| t.bytes().filter(|&b| b == b'\n').count() + 1)
+    text.get(..offset)
+        .map_or(1, |t| t.bytes().filter(|&b| b == b'\n').count() + 1)
 }

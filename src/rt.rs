@@ -273,3 +273,8 @@ pub async fn sleep_until(deadline: Instant) {
 pub mod fs {
     pub use async_std::fs::File;
 }
+
+/// The process's standard input and output as async streams (CGI mode).
+pub fn stdio() -> (async_std::io::Stdin, async_std::io::Stdout) {
+    (async_std::io::stdin(), async_std::io::stdout())
+}

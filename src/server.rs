@@ -47,6 +47,9 @@ pub enum ServerError {
         /// The cause.
         source: io::Error,
     },
+    /// Reading the request from stdin or writing the response to stdout failed (CGI mode).
+    #[error("CGI mode: {0}")]
+    Stdio(io::Error),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(io::Error),
@@ -81,14 +84,9 @@ impl Running {
 
 /// Builds everything from `config` and starts the listeners.
 pub async fn start(config: Config, registry: &Registry) -> Result<Running, ServerError> {
-    let stats = Stats::new(config.routes.iter().map(|r| r.name.clone()));
-    let server_info = Arc::new(ServerInfo {
-        name: config.server.name.clone(),
-        software: config.server.software.clone(),
-    });
     let mut listeners = Vec::new();
     for l in &config.listeners {
-        let bound = Listener::bind(&l.address, l.socket_mode)
+        let bound = Listener::bind(&l.address, l.socket_mode, l.socket_owner)
             .await
             .map_err(|source| ServerError::Bind {
                 addr: l.address.to_string(),
@@ -97,6 +95,45 @@ pub async fn start(config: Config, registry: &Registry) -> Result<Running, Serve
         listeners.push((l.protocol, bound));
     }
     let addresses: Vec<String> = listeners.iter().map(|(_, l)| l.local_text()).collect();
+    let shown: Vec<String> = listeners
+        .iter()
+        .map(|(p, l)| format!("{} {}", protocol_name(*p), l.local_text()))
+        .collect();
+    let dispatcher = dispatcher(&config, registry, shown)?;
+    let (trigger, shutdown) = rt::shutdown_pair();
+    let (tracker, done) = rt::drain_pair();
+    let http = Arc::new(config.http.clone());
+    let fastcgi = Arc::new(config.fastcgi.clone());
+    let scgi = Arc::new(config.scgi.clone());
+    for ((protocol, l), addr) in listeners.into_iter().zip(&addresses) {
+        log::info!(target: "portico::server", "listening on {} {addr}", protocol_name(protocol));
+        let (d, s, t) = (dispatcher.clone(), shutdown.clone(), tracker.clone());
+        drop(match protocol {
+            Protocol::Http => rt::spawn(listen::http::serve(l, d, http.clone(), s, t)),
+            Protocol::Fastcgi => rt::spawn(listen::fastcgi::serve(l, d, fastcgi.clone(), s, t)),
+            Protocol::Scgi => rt::spawn(listen::scgi::serve(l, d, scgi.clone(), s, t)),
+        });
+    }
+    Ok(Running {
+        addresses,
+        trigger: Some(trigger),
+        done,
+        grace: config.server.grace,
+    })
+}
+
+/// The dispatcher for `config`: counters, backends, router and access log. `listeners`
+/// is what the landing page shows.
+pub fn dispatcher(
+    config: &Config,
+    registry: &Registry,
+    listeners: Vec<String>,
+) -> Result<Arc<Dispatcher>, ServerError> {
+    let stats = Stats::new(config.routes.iter().map(|r| r.name.clone()));
+    let server_info = Arc::new(ServerInfo {
+        name: config.server.name.clone(),
+        software: config.server.software.clone(),
+    });
     let view = ServerView {
         routes: config
             .routes
@@ -114,10 +151,7 @@ pub async fn start(config: Config, registry: &Registry) -> Result<Running, Serve
                 (r.name.clone(), m, b)
             })
             .collect(),
-        listeners: listeners
-            .iter()
-            .map(|(p, l)| format!("{} {}", protocol_name(*p), l.local_text()))
-            .collect(),
+        listeners,
         stats: stats.clone(),
         software: config.server.software.clone(),
     };
@@ -161,33 +195,22 @@ pub async fn start(config: Config, registry: &Registry) -> Result<Running, Serve
         }
     };
     let router = Router::new(config.routes.iter().map(|r| r.matcher.clone()));
-    let dispatcher = Arc::new(Dispatcher::new(
+    Ok(Arc::new(Dispatcher::new(
         router,
         entries,
         stats,
         config.server.max_redirects,
         access,
-    ));
-    let (trigger, shutdown) = rt::shutdown_pair();
-    let (tracker, done) = rt::drain_pair();
-    let http = Arc::new(config.http.clone());
-    let fastcgi = Arc::new(config.fastcgi.clone());
-    let scgi = Arc::new(config.scgi.clone());
-    for ((protocol, l), addr) in listeners.into_iter().zip(&addresses) {
-        log::info!(target: "portico::server", "listening on {} {addr}", protocol_name(protocol));
-        let (d, s, t) = (dispatcher.clone(), shutdown.clone(), tracker.clone());
-        drop(match protocol {
-            Protocol::Http => rt::spawn(listen::http::serve(l, d, http.clone(), s, t)),
-            Protocol::Fastcgi => rt::spawn(listen::fastcgi::serve(l, d, fastcgi.clone(), s, t)),
-            Protocol::Scgi => rt::spawn(listen::scgi::serve(l, d, scgi.clone(), s, t)),
-        });
-    }
-    Ok(Running {
-        addresses,
-        trigger: Some(trigger),
-        done,
-        grace: config.server.grace,
-    })
+    )))
+}
+
+/// Runs one request as a CGI program: the environment and stdin are the request, the
+/// response goes to stdout in CGI form. Child processes are reaped before returning.
+pub async fn run_cgi(config: Config, registry: &Registry) -> Result<(), ServerError> {
+    let dispatcher = dispatcher(&config, registry, vec!["cgi (run by a web server)".into()])?;
+    let result = listen::cgi::serve_once(&dispatcher).await;
+    procs::kill_all();
+    result.map_err(ServerError::Stdio)
 }
 
 fn protocol_name(p: Protocol) -> &'static str {

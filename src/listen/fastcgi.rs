@@ -195,7 +195,11 @@ async fn reader(
     loop {
         // Idle: no active request. Shutdown or the idle timeout close such a connection;
         // with requests active, reading goes on (aborts must still arrive).
-        let idle = slots.is_empty() && machine.lock().map(|m| m.active_requests() == 0).unwrap_or(true);
+        let idle = slots.is_empty()
+            && machine
+                .lock()
+                .map(|m| m.active_requests() == 0)
+                .unwrap_or(true);
         let n = if idle {
             let read = rt::race(async { Some(conn.read(&mut buf).await) }, async {
                 rt::race(rt::sleep(ctx.settings.idle_timeout), shutdown.wait()).await;
@@ -270,7 +274,9 @@ async fn on_event(
             );
         }
         Event::Params { id, params } => {
-            let Some(slot) = slots.get_mut(&id) else { return };
+            let Some(slot) = slots.get_mut(&id) else {
+                return;
+            };
             let params: Vec<(Bytes, Bytes)> = params
                 .iter()
                 .map(|(n, v)| (Bytes::copy_from_slice(n), Bytes::copy_from_slice(v)))
@@ -296,7 +302,9 @@ async fn on_event(
             start(id, params, rx, ctx, cmd_tx, slot);
         }
         Event::Stdin { id, data } => {
-            let Some(slot) = slots.get_mut(&id) else { return };
+            let Some(slot) = slots.get_mut(&id) else {
+                return;
+            };
             if let Some(tx) = &slot.stdin {
                 // A full channel stops this reader: the backend is not keeping up. A
                 // closed one means the request no longer reads its body: drop the bytes.
@@ -309,7 +317,9 @@ async fn on_event(
             }
         }
         Event::Data { id, data } => {
-            let Some(slot) = slots.get_mut(&id) else { return };
+            let Some(slot) = slots.get_mut(&id) else {
+                return;
+            };
             if let Some(f) = slot.data.as_mut()
                 && let Err(e) = f.write_all(&data)
             {
@@ -319,7 +329,9 @@ async fn on_event(
             }
         }
         Event::DataEnd { id } => {
-            let Some(slot) = slots.get_mut(&id) else { return };
+            let Some(slot) = slots.get_mut(&id) else {
+                return;
+            };
             if let (Some(mut params), Some(file)) = (slot.pending.take(), slot.data.as_ref()) {
                 params.push((
                     Bytes::from_static(b"FCGI_DATA_FILE"),
@@ -431,7 +443,11 @@ fn start(
                     error_page(http::StatusCode::BAD_REQUEST)
                 }
             };
-            if tx.send(Cmd::Stdout(id, Bytes::from(cgi_head(&resp)))).await.is_err() {
+            if tx
+                .send(Cmd::Stdout(id, Bytes::from(cgi_head(&resp))))
+                .await
+                .is_err()
+            {
                 return Some(1);
             }
             let mut body = resp.body;
@@ -450,7 +466,10 @@ fn start(
                         // the app status and a line on FCGI_STDERR.
                         log::warn!(target: "portico::listen::fastcgi", "{peer}: request {id}: response body failed: {e}");
                         let _ = tx
-                            .send(Cmd::Stderr(id, Bytes::from(format!("portico: response body failed: {e}\n"))))
+                            .send(Cmd::Stderr(
+                                id,
+                                Bytes::from(format!("portico: response body failed: {e}\n")),
+                            ))
                             .await;
                         return Some(1);
                     }
@@ -476,7 +495,12 @@ async fn end_now(cmd_tx: &rt::channel::Sender<Cmd>, id: u16, app_status: u32) {
     let _ = cmd_tx.send(Cmd::End(id, app_status)).await;
 }
 
-async fn reject(machine: &Mutex<server::Conn>, cmd_tx: &rt::channel::Sender<Cmd>, id: u16, status: ProtocolStatus) {
+async fn reject(
+    machine: &Mutex<server::Conn>,
+    cmd_tx: &rt::channel::Sender<Cmd>,
+    id: u16,
+    status: ProtocolStatus,
+) {
     if let Ok(mut m) = machine.lock() {
         let _ = m.reject(id, status);
     }
@@ -485,7 +509,11 @@ async fn reject(machine: &Mutex<server::Conn>, cmd_tx: &rt::channel::Sender<Cmd>
 
 /// Applies commands to the machine and writes what it produces; closes the socket when
 /// the machine says so (a request without KEEP_CONN ended, FCGI-5.1-5).
-async fn writer(mut conn: Conn, machine: Arc<Mutex<server::Conn>>, cmds: rt::channel::Receiver<Cmd>) {
+async fn writer(
+    mut conn: Conn,
+    machine: Arc<Mutex<server::Conn>>,
+    cmds: rt::channel::Receiver<Cmd>,
+) {
     let mut out = Vec::with_capacity(64 * 1024);
     while let Ok(cmd) = cmds.recv().await {
         let close = {

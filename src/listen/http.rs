@@ -172,7 +172,10 @@ async fn handle(
     if parts.headers.len() > settings.max_headers || head_bytes > settings.max_header_bytes {
         log::info!(target: "portico::listen::http", "{} {}: request head over the limit ({} fields, {head_bytes} bytes)", parts.method, parts.uri, parts.headers.len());
         let mut r = error_page(http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
-        r.headers.insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+        r.headers.insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
         return r;
     }
     let target = parts
@@ -256,7 +259,9 @@ impl futures_lite::Stream for Limited {
                 Poll::Ready(Some(Ok(f))) => f,
             };
             // Trailers are dropped: CGI has no place for them.
-            let Ok(data) = frame.into_data() else { continue };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
             self.seen += data.len() as u64;
             if self.seen > self.limit {
                 return Poll::Ready(Some(Err(io::Error::new(

@@ -7,10 +7,13 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
-use crate::addr::Address;
+use std::os::fd::{FromRawFd, RawFd};
+
+use crate::addr::{Address, Inherited};
 use crate::model::Endpoint;
 use crate::rt;
 
+pub mod cgi;
 pub mod fastcgi;
 pub mod http;
 pub mod params;
@@ -22,6 +25,8 @@ pub enum Listener {
     Tcp(rt::TcpListener),
     /// Unix-domain; the path is removed when the listener is dropped.
     Unix(rt::UnixListener, PathBuf),
+    /// An inherited Unix-domain socket (its path is not ours to remove).
+    Inherited(rt::UnixListener, PathBuf),
 }
 
 /// An accepted connection; clones share the socket (one reads while another writes).
@@ -36,8 +41,16 @@ pub enum Conn {
 impl Listener {
     /// Binds `addr`; a Unix socket gets `mode` when given. A stale socket file left by a
     /// previous run is replaced; any other existing file is an error.
-    pub async fn bind(addr: &Address, mode: Option<u32>) -> io::Result<Listener> {
+    pub async fn bind(
+        addr: &Address,
+        mode: Option<u32>,
+        owner: Option<(u32, u32)>,
+    ) -> io::Result<Listener> {
         match addr {
+            Address::Inherited(which) => {
+                let fd = inherited_fd(which)?;
+                from_listening_fd(fd)
+            }
             Address::Tcp(a) => Ok(Listener::Tcp(rt::TcpListener::bind(a.as_str()).await?)),
             Address::Unix(p) => {
                 if let Ok(meta) = std::fs::symlink_metadata(p) {
@@ -55,6 +68,9 @@ impl Listener {
                 if let Some(mode) = mode {
                     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))?;
                 }
+                if let Some((uid, gid)) = owner {
+                    std::os::unix::fs::chown(p, Some(uid), Some(gid))?;
+                }
                 Ok(Listener::Unix(l, p.clone()))
             }
         }
@@ -67,7 +83,7 @@ impl Listener {
                 .local_addr()
                 .map(|a| a.to_string())
                 .unwrap_or_else(|_| "?".into()),
-            Listener::Unix(_, p) => format!("unix:{}", p.display()),
+            Listener::Unix(_, p) | Listener::Inherited(_, p) => format!("unix:{}", p.display()),
         }
     }
 
@@ -90,7 +106,7 @@ impl Listener {
                     },
                 ))
             }
-            Listener::Unix(l, p) => {
+            Listener::Unix(l, p) | Listener::Inherited(l, p) => {
                 let (s, _) = l.accept().await?;
                 Ok((
                     Conn::Unix(s),
@@ -106,6 +122,130 @@ impl Listener {
                 ))
             }
         }
+    }
+}
+
+/// Whether fd 0 is a listening socket (the FastCGI convention: a web server or
+/// spawn-fcgi started us with the socket on standard input; FCGI-2.2-2).
+pub fn fd0_is_listening_socket() -> bool {
+    let mut val: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `val`, a c_int we own.
+    let r = unsafe {
+        libc::getsockopt(
+            0,
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            (&mut val as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    r == 0 && val != 0
+}
+
+/// The descriptor of an inherited socket, checked to be a listening socket.
+fn inherited_fd(which: &Inherited) -> io::Result<RawFd> {
+    let fd = match which {
+        Inherited::Fd(n) => *n,
+        Inherited::SystemdIndex(_) | Inherited::SystemdName(_) => {
+            let pid_ok = std::env::var("LISTEN_PID")
+                .ok()
+                .and_then(|p| p.parse::<u32>().ok())
+                .is_some_and(|p| p == std::process::id());
+            let count: usize = std::env::var("LISTEN_FDS")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            if !pid_ok || count == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "no sockets passed by systemd (LISTEN_PID/LISTEN_FDS not set for this process)",
+                ));
+            }
+            let index = match which {
+                Inherited::SystemdIndex(i) => *i,
+                Inherited::SystemdName(name) => std::env::var("LISTEN_FDNAMES")
+                    .unwrap_or_default()
+                    .split(':')
+                    .position(|n| n == name)
+                    .ok_or_else(|| {
+                        io::Error::new(
+                            io::ErrorKind::NotFound,
+                            format!("no socket named {name:?} in LISTEN_FDNAMES"),
+                        )
+                    })?,
+                Inherited::Fd(_) => 0,
+            };
+            if index >= count {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("systemd passed {count} socket(s); index {index} is past them"),
+                ));
+            }
+            // sd_listen_fds(3): the sockets start at fd 3.
+            3 + index as RawFd
+        }
+    };
+    let mut val: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: as in fd0_is_listening_socket.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            (&mut val as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 || val == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("fd {fd} is not a listening socket"),
+        ));
+    }
+    Ok(fd)
+}
+
+/// Wraps an inherited listening descriptor, TCP or Unix by its address family.
+fn from_listening_fd(fd: RawFd) -> io::Result<Listener> {
+    // SAFETY: sockaddr_storage is plain data; getsockname fills at most `len` bytes.
+    let family = unsafe {
+        let mut storage: libc::sockaddr_storage = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        if libc::getsockname(
+            fd,
+            (&mut storage as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        ) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        libc::c_int::from(storage.ss_family)
+    };
+    // SAFETY: the descriptor was checked to be a listening socket and is handed to us by
+    // our parent; from here on the listener owns it (it is closed when dropped).
+    match family {
+        libc::AF_UNIX => {
+            let std_l = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
+            std_l.set_nonblocking(true)?;
+            let path = std_l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(PathBuf::from))
+                .unwrap_or_else(|| PathBuf::from(format!("fd:{fd}")));
+            // Not ours to remove on exit: mark it with an empty path.
+            Ok(Listener::Inherited(rt::UnixListener::from(std_l), path))
+        }
+        libc::AF_INET | libc::AF_INET6 => {
+            let std_l = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+            std_l.set_nonblocking(true)?;
+            Ok(Listener::Tcp(rt::TcpListener::from(std_l)))
+        }
+        other => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("fd {fd}: unsupported socket family {other}"),
+        )),
     }
 }
 

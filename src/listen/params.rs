@@ -199,7 +199,13 @@ mod tests {
             ("HTTP_PROXY", "http://evil"),
             ("DOCUMENT_ROOT", "/srv"),
         ]);
-        let r = request_from_params(params, Endpoint::default(), Endpoint::default(), Body::empty()).unwrap();
+        let r = request_from_params(
+            params,
+            Endpoint::default(),
+            Endpoint::default(),
+            Body::empty(),
+        )
+        .unwrap();
         assert_eq!(r.method, Method::POST);
         assert_eq!(r.path.as_ref(), b"/cgi-bin/env.pl/x%20y");
         assert_eq!(r.query.as_ref(), b"a=1");
@@ -209,9 +215,18 @@ mod tests {
         assert_eq!(r.headers["content-type"], "text/plain");
         assert_eq!(r.headers["content-length"], "5");
         assert!(!r.headers.contains_key("proxy"));
-        assert_eq!(r.peer, Endpoint { addr: "10.1.2.3".into(), port: Some(5555) });
+        assert_eq!(
+            r.peer,
+            Endpoint {
+                addr: "10.1.2.3".into(),
+                port: Some(5555)
+            }
+        );
         assert!(r.tls);
-        assert_eq!(r.param(b"DOCUMENT_ROOT").map(|v| v.as_ref()), Some(&b"/srv"[..]));
+        assert_eq!(
+            r.param(b"DOCUMENT_ROOT").map(|v| v.as_ref()),
+            Some(&b"/srv"[..])
+        );
     }
 
     #[test]
@@ -230,18 +245,37 @@ mod tests {
     fn refuses_missing_method_path_and_bad_length() {
         let none = || (Endpoint::default(), Endpoint::default(), Body::empty());
         let (l, pe, b) = none();
-        assert_eq!(request_from_params(p(&[("REQUEST_URI", "/")]), l, pe, b).unwrap_err(), ParamsError::Method);
-        let (l, pe, b) = none();
-        assert_eq!(request_from_params(p(&[("REQUEST_METHOD", "GET")]), l, pe, b).unwrap_err(), ParamsError::Path);
+        assert_eq!(
+            request_from_params(p(&[("REQUEST_URI", "/")]), l, pe, b).unwrap_err(),
+            ParamsError::Method
+        );
         let (l, pe, b) = none();
         assert_eq!(
-            request_from_params(p(&[("REQUEST_METHOD", "GET"), ("REQUEST_URI", "/"), ("CONTENT_LENGTH", "x")]), l, pe, b).unwrap_err(),
+            request_from_params(p(&[("REQUEST_METHOD", "GET")]), l, pe, b).unwrap_err(),
+            ParamsError::Path
+        );
+        let (l, pe, b) = none();
+        assert_eq!(
+            request_from_params(
+                p(&[
+                    ("REQUEST_METHOD", "GET"),
+                    ("REQUEST_URI", "/"),
+                    ("CONTENT_LENGTH", "x")
+                ]),
+                l,
+                pe,
+                b
+            )
+            .unwrap_err(),
             ParamsError::ContentLength
         );
     }
 
     #[test]
     fn path_encoding_round_trips_reserved_bytes() {
-        assert_eq!(percent_encode_path(b"/a b/%/?#/\xff"), b"/a%20b/%25/%3F%23/%FF");
+        assert_eq!(
+            percent_encode_path(b"/a b/%/?#/\xff"),
+            b"/a%20b/%25/%3F%23/%FF"
+        );
     }
 }

@@ -169,7 +169,9 @@ impl futures_lite::Stream for BodyReader {
         if let Some(mut l) = self.leftover.take()
             && !l.is_empty()
         {
-            let take = l.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+            let take = l
+                .len()
+                .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
             let first = l.split_to(take);
             self.remaining -= first.len() as u64;
             return Poll::Ready(Some(Ok(first)));
