@@ -365,9 +365,21 @@ mod tests {
 
     #[test]
     fn errors_map_to_statuses() {
-        assert_eq!(status_of(&BackendError::Timeout("x".into())), StatusCode::GATEWAY_TIMEOUT);
-        assert_eq!(status_of(&BackendError::BadGateway("x".into())), StatusCode::BAD_GATEWAY);
-        assert_eq!(status_of(&BackendError::Busy("x".into())), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(status_of(&BackendError::BodyTooLarge), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            status_of(&BackendError::Timeout("x".into())),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        assert_eq!(
+            status_of(&BackendError::BadGateway("x".into())),
+            StatusCode::BAD_GATEWAY
+        );
+        assert_eq!(
+            status_of(&BackendError::Busy("x".into())),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status_of(&BackendError::BodyTooLarge),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
     }
 }

@@ -38,7 +38,10 @@ pub fn kill_group(pgid: i32) {
 /// Kills every registered group; returns how many there were.
 pub fn kill_all() -> usize {
     let groups: Vec<i32> = match GROUPS.lock() {
-        Ok(mut g) => g.take().map(|s| s.into_iter().collect()).unwrap_or_default(),
+        Ok(mut g) => g
+            .take()
+            .map(|s| s.into_iter().collect())
+            .unwrap_or_default(),
         Err(_) => Vec::new(),
     };
     for &pgid in &groups {

@@ -39,7 +39,9 @@ fn addrs(p: &Portico) -> (String, String) {
         std::thread::sleep(Duration::from_millis(10));
     }
     let log = p.log();
-    let mut it = log.lines().filter_map(|l| l.strip_prefix("portico: listening on "));
+    let mut it = log
+        .lines()
+        .filter_map(|l| l.strip_prefix("portico: listening on "));
     let f = it.next().unwrap().to_string();
     let s = it.next().unwrap_or_else(|| panic!("{log}")).to_string();
     (f, s)
@@ -57,7 +59,13 @@ fn fcgi_6_2_responder_get_and_post() {
     let (fa, _) = addrs(&p);
     let mut s = connect(&fa);
     let mut out = Vec::new();
-    fcgi_request(1, false, &fcgi_params("GET", "/echo/a?b=c", None), b"", &mut out);
+    fcgi_request(
+        1,
+        false,
+        &fcgi_params("GET", "/echo/a?b=c", None),
+        b"",
+        &mut out,
+    );
     s.write_all(&out).unwrap();
     let (res, _) = fcgi_collect(&mut s, &[1]);
     let r = &res[&1];
@@ -73,10 +81,20 @@ fn fcgi_6_2_responder_get_and_post() {
 
     let mut s = connect(&fa);
     let mut out = Vec::new();
-    fcgi_request(7, false, &fcgi_params("POST", "/echo/post", Some(11)), b"hello world", &mut out);
+    fcgi_request(
+        7,
+        false,
+        &fcgi_params("POST", "/echo/post", Some(11)),
+        b"hello world",
+        &mut out,
+    );
     s.write_all(&out).unwrap();
     let (res, _) = fcgi_collect(&mut s, &[7]);
-    assert!(res[&7].text().ends_with("\n\nhello world"), "{}", res[&7].text());
+    assert!(
+        res[&7].text().ends_with("\n\nhello world"),
+        "{}",
+        res[&7].text()
+    );
 }
 
 #[test]
@@ -86,7 +104,13 @@ fn fcgi_5_1_4_keep_conn_serves_sequential_requests() {
     let mut s = connect(&fa);
     for i in 1..=3u16 {
         let mut out = Vec::new();
-        fcgi_request(i, true, &fcgi_params("GET", &format!("/echo/{i}"), None), b"", &mut out);
+        fcgi_request(
+            i,
+            true,
+            &fcgi_params("GET", &format!("/echo/{i}"), None),
+            b"",
+            &mut out,
+        );
         s.write_all(&out).unwrap();
         let (res, _) = fcgi_collect(&mut s, &[i]);
         assert!(res[&i].text().contains(&format!("GET /echo/{i}\n")));
@@ -102,7 +126,13 @@ fn fcgi_t_multiplexed_100_requests_no_cross_talk() {
     let ids: Vec<u16> = (1..=100).collect();
     for &i in &ids {
         let body = format!("body-of-{i}-").repeat(i as usize * 10);
-        fcgi_request(i, true, &fcgi_params("POST", &format!("/echo/req{i}"), Some(body.len())), body.as_bytes(), &mut out);
+        fcgi_request(
+            i,
+            true,
+            &fcgi_params("POST", &format!("/echo/req{i}"), Some(body.len())),
+            body.as_bytes(),
+            &mut out,
+        );
     }
     s.write_all(&out).unwrap();
     let (res, _) = fcgi_collect(&mut s, &ids);
@@ -111,7 +141,10 @@ fn fcgi_t_multiplexed_100_requests_no_cross_talk() {
         assert_eq!(r.end, Some((0, 0)), "request {i}");
         let t = r.text();
         let body = format!("body-of-{i}-").repeat(i as usize * 10);
-        assert!(t.contains(&format!("\r\n\r\nPOST /echo/req{i}\n")), "request {i}: {t}");
+        assert!(
+            t.contains(&format!("\r\n\r\nPOST /echo/req{i}\n")),
+            "request {i}: {t}"
+        );
         assert!(t.ends_with(&format!("\n\n{body}")), "request {i}");
     }
 }
@@ -122,7 +155,15 @@ fn fcgi_4_1_get_values_answers_configured_limits() {
     let (fa, _) = addrs(&p);
     let mut s = connect(&fa);
     let mut out = Vec::new();
-    encode_get_values(&[b"FCGI_MAX_CONNS", b"FCGI_MAX_REQS", b"FCGI_MPXS_CONNS", b"FCGI_UNKNOWN_NAME"], &mut out);
+    encode_get_values(
+        &[
+            b"FCGI_MAX_CONNS",
+            b"FCGI_MAX_REQS",
+            b"FCGI_MPXS_CONNS",
+            b"FCGI_UNKNOWN_NAME",
+        ],
+        &mut out,
+    );
     // A request after it, so the collector has something to wait for.
     fcgi_request(1, false, &fcgi_params("GET", "/echo", None), b"", &mut out);
     s.write_all(&out).unwrap();
@@ -151,7 +192,12 @@ fn fcgi_4_2_unknown_management_type_answered() {
     fcgi_request(1, false, &fcgi_params("GET", "/echo", None), b"", &mut out);
     s.write_all(&out).unwrap();
     let (res, others) = fcgi_collect(&mut s, &[1]);
-    assert!(others.iter().any(|e| matches!(e, ClientEvent::UnknownType { record_type } if record_type.0 == 200)), "{others:?}");
+    assert!(
+        others
+            .iter()
+            .any(|e| matches!(e, ClientEvent::UnknownType { record_type } if record_type.0 == 200)),
+        "{others:?}"
+    );
     assert_eq!(res[&1].end, Some((0, 0)));
 }
 
@@ -162,8 +208,16 @@ fn fcgi_5_4_2_abort_ends_the_request() {
     let mut s = connect(&fa);
     let mut out = Vec::new();
     let params = fcgi_params("POST", "/echo/slow", Some(100));
-    let pairs: Vec<(&[u8], &[u8])> = params.iter().map(|(n, v)| (n.as_slice(), v.as_slice())).collect();
-    proto::fastcgi::client::encode_begin_request(3, proto::fastcgi::Role::RESPONDER, proto::fastcgi::KEEP_CONN, &mut out);
+    let pairs: Vec<(&[u8], &[u8])> = params
+        .iter()
+        .map(|(n, v)| (n.as_slice(), v.as_slice()))
+        .collect();
+    proto::fastcgi::client::encode_begin_request(
+        3,
+        proto::fastcgi::Role::RESPONDER,
+        proto::fastcgi::KEEP_CONN,
+        &mut out,
+    );
     proto::fastcgi::client::encode_params(3, pairs.iter().copied(), &mut out);
     proto::fastcgi::client::encode_stdin(3, b"only part of the body", &mut out);
     s.write_all(&out).unwrap();
@@ -177,7 +231,13 @@ fn fcgi_5_4_2_abort_ends_the_request() {
     assert_ne!(app, 0);
     // The connection stays usable (KEEP_CONN).
     let mut out = Vec::new();
-    fcgi_request(4, false, &fcgi_params("GET", "/echo/after", None), b"", &mut out);
+    fcgi_request(
+        4,
+        false,
+        &fcgi_params("GET", "/echo/after", None),
+        b"",
+        &mut out,
+    );
     s.write_all(&out).unwrap();
     let (res, _) = fcgi_collect(&mut s, &[4]);
     assert_eq!(res[&4].end, Some((0, 0)));
@@ -189,12 +249,19 @@ fn fcgi_3_3_bad_version_closes_only_that_connection() {
     let (fa, _) = addrs(&p);
     let mut good = connect(&fa);
     let mut bad = connect(&fa);
-    bad.write_all(b"\x02\x01\x00\x01\x00\x08\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00").unwrap();
+    bad.write_all(b"\x02\x01\x00\x01\x00\x08\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00")
+        .unwrap();
     let mut rest = Vec::new();
     let _ = bad.read_to_end(&mut rest);
     assert!(p.wait_log("FCGI-", Duration::from_secs(5)), "{}", p.log());
     let mut out = Vec::new();
-    fcgi_request(1, false, &fcgi_params("GET", "/echo/fine", None), b"", &mut out);
+    fcgi_request(
+        1,
+        false,
+        &fcgi_params("GET", "/echo/fine", None),
+        b"",
+        &mut out,
+    );
     good.write_all(&out).unwrap();
     let (res, _) = fcgi_collect(&mut good, &[1]);
     assert_eq!(res[&1].end, Some((0, 0)));
@@ -220,7 +287,12 @@ fn scgi_request_and_reply() {
     s.read_to_end(&mut resp).unwrap();
     let t = String::from_utf8_lossy(&resp);
     assert!(t.starts_with("Status: 200 OK\r\n"), "{t}");
-    assert!(t.contains("POST /echo/scgi?x=1\n") && t.contains("x-test: yes\n") && t.ends_with("\n\nabcde"), "{t}");
+    assert!(
+        t.contains("POST /echo/scgi?x=1\n")
+            && t.contains("x-test: yes\n")
+            && t.ends_with("\n\nabcde"),
+        "{t}"
+    );
 }
 
 #[test]
@@ -233,5 +305,9 @@ fn scgi_malformed_netstring_gets_400() {
     s.read_to_end(&mut resp).unwrap();
     let t = String::from_utf8_lossy(&resp);
     assert!(t.starts_with("Status: 400 Bad Request\r\n"), "{t}");
-    assert!(p.wait_log("malformed SCGI request (SCGI-", Duration::from_secs(5)), "{}", p.log());
+    assert!(
+        p.wait_log("malformed SCGI request (SCGI-", Duration::from_secs(5)),
+        "{}",
+        p.log()
+    );
 }

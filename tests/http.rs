@@ -41,7 +41,10 @@ fn landing_page_lists_routes_and_unknown_path_is_404() {
     assert_eq!(r.status, 200);
     assert!(r.header("content-type").unwrap().starts_with("text/html"));
     let t = r.text();
-    assert!(t.contains("prefix /echo") && t.contains("handler echo"), "{t}");
+    assert!(
+        t.contains("prefix /echo") && t.contains("handler echo"),
+        "{t}"
+    );
     assert_eq!(p.get("/nothing-here").status, 404);
 }
 
@@ -92,7 +95,11 @@ fn pipelined_requests_are_answered_in_order() {
     let mut r = BufReader::new(s);
     for i in 0..10 {
         let resp = read_response(&mut r, false).unwrap();
-        assert!(resp.text().starts_with(&format!("GET /echo/{i}\n")), "{}", resp.text());
+        assert!(
+            resp.text().starts_with(&format!("GET /echo/{i}\n")),
+            "{}",
+            resp.text()
+        );
     }
 }
 
@@ -148,7 +155,9 @@ fn too_many_headers_is_431() {
 #[test]
 fn oversized_body_is_413() {
     let p = Portico::start(HANDLERS);
-    let r = p.raw(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 2000000\r\nConnection: close\r\n\r\n");
+    let r = p.raw(
+        b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 2000000\r\nConnection: close\r\n\r\n",
+    );
     assert_eq!(r.status, 413);
 }
 
@@ -160,7 +169,11 @@ fn header_read_timeout_closes_a_slow_client() {
     let start = Instant::now();
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
-    assert!(start.elapsed() < Duration::from_secs(10), "closed after {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "closed after {:?}",
+        start.elapsed()
+    );
     // hyper answers 408 or just closes; either way no 200.
     assert!(!String::from_utf8_lossy(&buf).contains(" 200 "));
 }
@@ -170,7 +183,8 @@ fn idle_keep_alive_connection_is_closed() {
     let p = Portico::start(HANDLERS);
     let s = p.connect();
     let mut w = s.try_clone().unwrap();
-    w.write_all(b"GET /echo HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+    w.write_all(b"GET /echo HTTP/1.1\r\nHost: h\r\n\r\n")
+        .unwrap();
     let mut r = BufReader::new(s);
     assert_eq!(read_response(&mut r, false).unwrap().status, 200);
     let start = Instant::now();
@@ -178,7 +192,10 @@ fn idle_keep_alive_connection_is_closed() {
     let n = r.read_to_end(&mut rest).unwrap_or(0);
     assert_eq!(n, 0);
     let took = start.elapsed();
-    assert!(took >= Duration::from_millis(500) && took < Duration::from_secs(10), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
 }
 
 #[test]
@@ -186,7 +203,8 @@ fn unix_listener_serves_too() {
     let p = Portico::start(HANDLERS);
     let path = p.dir().join("portico.sock");
     let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
-    s.write_all(b"GET /echo/unix HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").unwrap();
+    s.write_all(b"GET /echo/unix HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let r = read_response(&mut BufReader::new(s), false).unwrap();
     assert_eq!(r.status, 200);
     assert!(r.text().starts_with("GET /echo/unix\n"));
@@ -198,17 +216,30 @@ fn status_as_json_and_prometheus() {
     p.get("/echo/1");
     let j = p.get("/status");
     assert_eq!(j.header("content-type"), Some("application/json"));
-    assert!(j.text().contains("\"name\":\"/echo\",\"requests\":1"), "{}", j.text());
+    assert!(
+        j.text().contains("\"name\":\"/echo\",\"requests\":1"),
+        "{}",
+        j.text()
+    );
     let t = p.get("/status?format=prometheus");
     assert!(t.header("content-type").unwrap().starts_with("text/plain"));
-    assert!(t.text().contains("portico_route_requests_total{route=\"/echo\",status=\"2xx\"} 1"), "{}", t.text());
+    assert!(
+        t.text()
+            .contains("portico_route_requests_total{route=\"/echo\",status=\"2xx\"} 1"),
+        "{}",
+        t.text()
+    );
 }
 
 #[test]
 fn access_log_is_combined_log_format() {
     let p = Portico::start(HANDLERS);
     p.raw(b"GET /echo/log HTTP/1.1\r\nHost: h\r\nUser-Agent: tester/1\r\nReferer: http://r/\r\nConnection: close\r\n\r\n");
-    assert!(p.wait_log("\"GET /echo/log HTTP/1.1\" 200 ", Duration::from_secs(5)), "{}", p.log());
+    assert!(
+        p.wait_log("\"GET /echo/log HTTP/1.1\" 200 ", Duration::from_secs(5)),
+        "{}",
+        p.log()
+    );
     let log = p.log();
     let line = log.lines().find(|l| l.contains("/echo/log")).unwrap();
     assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
@@ -220,7 +251,10 @@ fn sigterm_lets_in_flight_request_finish_then_exits_zero() {
     let mut p = Portico::start(HANDLERS);
     let s = p.connect();
     let mut w = s.try_clone().unwrap();
-    w.write_all(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\nConnection: close\r\n\r\nhello").unwrap();
+    w.write_all(
+        b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\nConnection: close\r\n\r\nhello",
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(200));
     unsafe {
         libc::kill(p.pid(), libc::SIGTERM);
@@ -252,7 +286,10 @@ fn check_names_key_and_line_of_errors() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.toml:9: key `route[0].cgi.timeout`"), "{err}");
+    assert!(
+        err.contains("bad.toml:9: key `route[0].cgi.timeout`"),
+        "{err}"
+    );
 
     std::fs::write(&cfg, "[server]\nnmae = \"x\"\n").unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
@@ -263,12 +300,19 @@ fn check_names_key_and_line_of_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("nmae") && err.contains(":2"), "{err}");
 
-    std::fs::write(&cfg, "[[listen]]\naddress = \"127.0.0.1:0\"\n[[route]]\nprefix = \"/\"\nhandler = \"nope\"\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "[[listen]]\naddress = \"127.0.0.1:0\"\n[[route]]\nprefix = \"/\"\nhandler = \"nope\"\n",
+    )
+    .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
         .args(["check", "--config"])
         .arg(&cfg)
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("route[0].handler") && err.contains("nope"), "{err}");
+    assert!(
+        err.contains("route[0].handler") && err.contains("nope"),
+        "{err}"
+    );
 }

@@ -133,7 +133,11 @@ impl Handler for Echo {
             let mut body = req.body;
             // Read the first chunk before answering, so a client that sent
             // `Expect: 100-continue` is told to go on.
-            let first_chunk = body.chunk().await.transpose().map_err(|e| BackendError::BadRequest(e.to_string()))?;
+            let first_chunk = body
+                .chunk()
+                .await
+                .transpose()
+                .map_err(|e| BackendError::BadRequest(e.to_string()))?;
             let mut pending = [Some(head), first_chunk];
             let mut next = 0;
             let stream = futures_lite::stream::poll_fn(move |cx| {
@@ -179,7 +183,11 @@ impl Handler for Landing {
                 Some(p) => format!("<a href=\"{0}\">{1}</a>", escape(p), escape(matcher)),
                 None => escape(matcher),
             };
-            let _ = writeln!(html, "<tr><td>{shown}</td><td>{}</td></tr>", escape(backend));
+            let _ = writeln!(
+                html,
+                "<tr><td>{shown}</td><td>{}</td></tr>",
+                escape(backend)
+            );
         }
         html.push_str("</table>\n</body></html>\n");
         Box::pin(async move {
@@ -199,13 +207,15 @@ struct Status(ServerView);
 
 impl Handler for Status {
     fn call(&self, req: Request, _m: RouteMatch) -> HandlerFuture {
-        let prometheus = req.query.split(|&b| b == b'&').any(|p| {
-            p == b"format=prometheus" || p == b"prometheus" || p == b"format=text"
-        }) || req
-            .headers
-            .get(header::ACCEPT)
-            .and_then(|a| a.to_str().ok())
-            .is_some_and(|a| a.starts_with("text/plain"));
+        let prometheus = req
+            .query
+            .split(|&b| b == b'&')
+            .any(|p| p == b"format=prometheus" || p == b"prometheus" || p == b"format=text")
+            || req
+                .headers
+                .get(header::ACCEPT)
+                .and_then(|a| a.to_str().ok())
+                .is_some_and(|a| a.starts_with("text/plain"));
         let (body, ctype) = if prometheus {
             (prometheus_text(&self.0.stats), "text/plain; version=0.0.4")
         } else {
@@ -248,7 +258,11 @@ fn json(s: &Stats) -> Bytes {
             r.by_class[2].load(Relaxed),
             r.by_class[3].load(Relaxed),
             r.by_class[4].load(Relaxed),
-            if n == 0 { 0.0 } else { sum as f64 / n as f64 / 1000.0 },
+            if n == 0 {
+                0.0
+            } else {
+                sum as f64 / n as f64 / 1000.0
+            },
             r.latency_us_max.load(Relaxed) as f64 / 1000.0,
         );
     }
@@ -258,11 +272,31 @@ fn json(s: &Stats) -> Bytes {
 
 fn prometheus_text(s: &Stats) -> Bytes {
     let mut o = String::new();
-    let _ = writeln!(o, "# TYPE portico_uptime_seconds gauge\nportico_uptime_seconds {}", s.started.elapsed().as_secs());
-    let _ = writeln!(o, "# TYPE portico_requests_total counter\nportico_requests_total {}", s.requests.load(Relaxed));
-    let _ = writeln!(o, "# TYPE portico_requests_in_flight gauge\nportico_requests_in_flight {}", s.in_flight.load(Relaxed));
-    let _ = writeln!(o, "# TYPE portico_children gauge\nportico_children {}", s.children.load(Relaxed));
-    let _ = writeln!(o, "# TYPE portico_children_spawned_total counter\nportico_children_spawned_total {}", s.spawned.load(Relaxed));
+    let _ = writeln!(
+        o,
+        "# TYPE portico_uptime_seconds gauge\nportico_uptime_seconds {}",
+        s.started.elapsed().as_secs()
+    );
+    let _ = writeln!(
+        o,
+        "# TYPE portico_requests_total counter\nportico_requests_total {}",
+        s.requests.load(Relaxed)
+    );
+    let _ = writeln!(
+        o,
+        "# TYPE portico_requests_in_flight gauge\nportico_requests_in_flight {}",
+        s.in_flight.load(Relaxed)
+    );
+    let _ = writeln!(
+        o,
+        "# TYPE portico_children gauge\nportico_children {}",
+        s.children.load(Relaxed)
+    );
+    let _ = writeln!(
+        o,
+        "# TYPE portico_children_spawned_total counter\nportico_children_spawned_total {}",
+        s.spawned.load(Relaxed)
+    );
     o.push_str("# TYPE portico_route_requests_total counter\n");
     for r in &s.routes {
         for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
@@ -276,7 +310,12 @@ fn prometheus_text(s: &Stats) -> Bytes {
     }
     o.push_str("# TYPE portico_route_in_flight gauge\n");
     for r in &s.routes {
-        let _ = writeln!(o, "portico_route_in_flight{{route={}}} {}", json_str(&r.name), r.in_flight.load(Relaxed));
+        let _ = writeln!(
+            o,
+            "portico_route_in_flight{{route={}}} {}",
+            json_str(&r.name),
+            r.in_flight.load(Relaxed)
+        );
     }
     o.push_str("# TYPE portico_route_latency_seconds_sum counter\n");
     for r in &s.routes {
@@ -341,6 +380,9 @@ mod tests {
         let j = String::from_utf8(json(&s).to_vec()).unwrap();
         assert!(j.contains("\"name\":\"/cgi-bin/\",\"requests\":1"), "{j}");
         let p = String::from_utf8(prometheus_text(&s).to_vec()).unwrap();
-        assert!(p.contains("portico_route_requests_total{route=\"/cgi-bin/\",status=\"2xx\"} 1"), "{p}");
+        assert!(
+            p.contains("portico_route_requests_total{route=\"/cgi-bin/\",status=\"2xx\"} 1"),
+            "{p}"
+        );
     }
 }

@@ -103,7 +103,10 @@ impl Portico {
 
     /// `GET path` with `Connection: close`.
     pub fn get(&self, path: &str) -> HttpResponse {
-        self.raw(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
+        self.raw(
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
     }
 
     /// The log so far.
@@ -195,7 +198,10 @@ pub fn read_response<R: BufRead>(r: &mut R, head_only: bool) -> std::io::Result<
         let mut line = Vec::new();
         let n = r.read_until(b'\n', &mut line)?;
         if n == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("eof in head: {:?}", String::from_utf8_lossy(&head))));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("eof in head: {:?}", String::from_utf8_lossy(&head)),
+            ));
         }
         head.extend_from_slice(&line);
         if line == b"\r\n" || line == b"\n" {
@@ -204,14 +210,25 @@ pub fn read_response<R: BufRead>(r: &mut R, head_only: bool) -> std::io::Result<
     }
     let mut hs = [httparse::EMPTY_HEADER; 128];
     let mut resp = httparse::Response::new(&mut hs);
-    resp.parse(&head).map_err(|e| std::io::Error::other(format!("{e}: {:?}", String::from_utf8_lossy(&head))))?;
+    resp.parse(&head)
+        .map_err(|e| std::io::Error::other(format!("{e}: {:?}", String::from_utf8_lossy(&head))))?;
     let status = resp.code.unwrap_or(0);
     let headers: Vec<(String, String)> = resp
         .headers
         .iter()
-        .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+        .map(|h| {
+            (
+                h.name.to_string(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
         .collect();
-    let find = |n: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
+    let find = |n: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.clone())
+    };
     let mut body = Vec::new();
     if head_only || status == 204 || status == 304 || (100..200).contains(&status) {
     } else if find("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
@@ -244,7 +261,11 @@ pub fn read_response<R: BufRead>(r: &mut R, head_only: bool) -> std::io::Result<
     } else {
         r.read_to_end(&mut body)?;
     }
-    Ok(HttpResponse { status, headers, body })
+    Ok(HttpResponse {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// Zombie children of `pid` (state Z in /proc).
@@ -275,11 +296,19 @@ pub struct Proc {
 
 pub fn processes() -> Vec<Proc> {
     let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else { return out };
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
     for e in rd.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        let Some(close) = stat.rfind(')') else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
         let rest: Vec<&str> = stat[close + 2..].split_whitespace().collect();
         if rest.len() < 3 {
             continue;
@@ -317,29 +346,36 @@ impl FcgiResult {
 pub fn fcgi_collect<R: Read>(
     s: &mut R,
     ids: &[u16],
-) -> (std::collections::HashMap<u16, FcgiResult>, Vec<proto::fastcgi::client::ClientEvent>) {
+) -> (
+    std::collections::HashMap<u16, FcgiResult>,
+    Vec<proto::fastcgi::client::ClientEvent>,
+) {
     use proto::fastcgi::client::{ClientEvent, Config, Conn};
     let mut conn = Conn::new(Config::default());
     let mut out: std::collections::HashMap<u16, FcgiResult> = std::collections::HashMap::new();
     let mut others = Vec::new();
     let mut buf = vec![0u8; 65536];
     let done = |out: &std::collections::HashMap<u16, FcgiResult>| {
-        ids.iter().all(|id| out.get(id).is_some_and(|r| r.end.is_some()))
+        ids.iter()
+            .all(|id| out.get(id).is_some_and(|r| r.end.is_some()))
     };
     while !done(&out) {
         let n = match s.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        conn.handle_read(&buf[..n]).expect("valid records from portico");
+        conn.handle_read(&buf[..n])
+            .expect("valid records from portico");
         while let Some(ev) = conn.poll_event() {
             match ev {
                 ClientEvent::Stdout { id, data } => out.entry(id).or_default().stdout.extend(data),
                 ClientEvent::Stderr { id, data } => out.entry(id).or_default().stderr.extend(data),
                 ClientEvent::StdoutEnd { id } => out.entry(id).or_default().stdout_ended = true,
-                ClientEvent::EndRequest { id, app_status, protocol_status } => {
-                    out.entry(id).or_default().end = Some((app_status, protocol_status.0))
-                }
+                ClientEvent::EndRequest {
+                    id,
+                    app_status,
+                    protocol_status,
+                } => out.entry(id).or_default().end = Some((app_status, protocol_status.0)),
                 other => others.push(other),
             }
         }
@@ -348,13 +384,23 @@ pub fn fcgi_collect<R: Read>(
 }
 
 /// nginx-like params for `uri` (path?query).
-pub fn fcgi_params(method: &str, uri: &str, content_length: Option<usize>) -> Vec<(Vec<u8>, Vec<u8>)> {
+pub fn fcgi_params(
+    method: &str,
+    uri: &str,
+    content_length: Option<usize>,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
     let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
     let p: Vec<(Vec<u8>, Vec<u8>)> = vec![
         ("QUERY_STRING".into(), query.into()),
         ("REQUEST_METHOD".into(), method.into()),
         ("CONTENT_TYPE".into(), "".into()),
-        ("CONTENT_LENGTH".into(), content_length.map(|n| n.to_string()).unwrap_or_default().into()),
+        (
+            "CONTENT_LENGTH".into(),
+            content_length
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+                .into(),
+        ),
         ("SCRIPT_NAME".into(), path.into()),
         ("REQUEST_URI".into(), uri.into()),
         ("DOCUMENT_URI".into(), path.into()),
@@ -375,8 +421,17 @@ pub fn fcgi_params(method: &str, uri: &str, content_length: Option<usize>) -> Ve
 }
 
 /// Encodes a whole request.
-pub fn fcgi_request(id: u16, keep_conn: bool, params: &[(Vec<u8>, Vec<u8>)], stdin: &[u8], out: &mut Vec<u8>) {
-    let pairs: Vec<(&[u8], &[u8])> = params.iter().map(|(n, v)| (n.as_slice(), v.as_slice())).collect();
+pub fn fcgi_request(
+    id: u16,
+    keep_conn: bool,
+    params: &[(Vec<u8>, Vec<u8>)],
+    stdin: &[u8],
+    out: &mut Vec<u8>,
+) {
+    let pairs: Vec<(&[u8], &[u8])> = params
+        .iter()
+        .map(|(n, v)| (n.as_slice(), v.as_slice()))
+        .collect();
     proto::fastcgi::client::Request {
         id,
         role: proto::fastcgi::Role::RESPONDER,
