@@ -442,3 +442,119 @@ pub fn fcgi_request(
     }
     .encode(out);
 }
+
+/// A free TCP port on 127.0.0.1 (bound and released; a small race is accepted).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until something accepts connections on `addr`.
+pub fn wait_port(addr: &str, within: Duration) -> bool {
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        if TcpStream::connect(addr).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    false
+}
+
+/// A peer server (nginx, httpd, lighttpd, php-fpm …) started by a test; killed by PID
+/// (SIGTERM, then SIGKILL) and reaped on drop.
+pub struct Peer {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Peer {
+    pub fn spawn(name: &str, cmd: &mut Command) -> Peer {
+        let child = cmd
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Peer {
+            child,
+            name: name.to_string(),
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Renders a template from `examples/`, replacing `@KEY@` placeholders, into `dir`.
+pub fn render(template: &str, dir: &Path, name: &str, vars: &[(&str, String)]) -> PathBuf {
+    let mut text = std::fs::read_to_string(repo().join(template)).expect("template");
+    for (k, v) in vars {
+        text = text.replace(&format!("@{k}@"), v);
+    }
+    assert!(!text.contains("@PREFIX@"), "unreplaced placeholder in {template}");
+    let out = dir.join(name);
+    std::fs::write(&out, text).unwrap();
+    out
+}
+
+/// The md5 of `data` as lower-case hex, via md5sum.
+pub fn md5_hex(data: &[u8]) -> String {
+    let mut child = Command::new("md5sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("md5sum");
+    let mut stdin = child.stdin.take().unwrap();
+    let data = data.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&data));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Sends `request` to `addr` and reads one response.
+pub fn http_at(addr: &str, request: &[u8]) -> HttpResponse {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.write_all(request).unwrap();
+    read_response(&mut BufReader::new(s), false).expect("response")
+}
+
+/// `GET path` to `addr` with `Connection: close`.
+pub fn get_at(addr: &str, path: &str) -> HttpResponse {
+    http_at(addr, format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
+}
+
+/// The addresses portico printed ("portico: listening on …"), in config order; waits
+/// for `n` of them.
+pub fn addresses(p: &Portico, n: usize) -> Vec<String> {
+    let end = Instant::now() + Duration::from_secs(10);
+    while p.log().matches("portico: listening on ").count() < n && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    p.log()
+        .lines()
+        .filter_map(|l| l.strip_prefix("portico: listening on "))
+        .map(String::from)
+        .collect()
+}
