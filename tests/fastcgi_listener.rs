@@ -311,3 +311,146 @@ fn scgi_malformed_netstring_gets_400() {
         p.log()
     );
 }
+
+const CGI_CONFIG: &str = r#"
+[server]
+access_log = "off"
+[fastcgi]
+max_reqs = 3
+[[listen]]
+protocol = "fastcgi"
+address = "127.0.0.1:0"
+[[route]]
+prefix = "/cgi-bin/"
+cgi = { root = "{repo}/fixtures/cgi", timeout = "10s" }
+[[route]]
+prefix = "/dropin/"
+cgi = { root = "{repo}/fixtures/cgi", timeout = "10s", script_filename = true }
+"#;
+
+fn encode_role(id: u16, role: proto::fastcgi::Role, params: &[(Vec<u8>, Vec<u8>)], stdin: Option<&[u8]>, data: Option<&[u8]>, out: &mut Vec<u8>) {
+    let pairs: Vec<(&[u8], &[u8])> = params.iter().map(|(n, v)| (n.as_slice(), v.as_slice())).collect();
+    proto::fastcgi::client::Request { id, role, keep_conn: true, params: &pairs, stdin, data }.encode(out);
+}
+
+#[test]
+fn fcgi_6_3_authorizer_role_passes_the_answer_through() {
+    let p = Portico::start(CGI_CONFIG);
+    let fa = support::addresses(&p, 1)[0].clone();
+    let mut s = connect(&fa);
+    let mut params = fcgi_params("GET", "/cgi-bin/authz.cgi", None);
+    params.retain(|(n, _)| n != b"CONTENT_LENGTH");
+    let mut allowed = params.clone();
+    allowed.push((b"HTTP_X_TOKEN".to_vec(), b"letmein".to_vec()));
+    let mut out = Vec::new();
+    // FCGI-6.3-3: an Authorizer gets no STDIN stream here.
+    encode_role(1, proto::fastcgi::Role::AUTHORIZER, &allowed, None, None, &mut out);
+    encode_role(2, proto::fastcgi::Role::AUTHORIZER, &params, None, None, &mut out);
+    s.write_all(&out).unwrap();
+    let (res, _) = fcgi_collect(&mut s, &[1, 2]);
+    let ok = res[&1].text();
+    assert!(ok.starts_with("Status: 200 OK\r\n") && ok.contains("Variable-AUTH_USER: alice\r\n"), "{ok}");
+    let no = res[&2].text();
+    assert!(no.starts_with("Status: 403 Forbidden\r\n") && no.ends_with("denied\n"), "{no}");
+}
+
+#[test]
+fn fcgi_6_4_filter_role_gets_the_data_file() {
+    let p = Portico::start(CGI_CONFIG);
+    let fa = support::addresses(&p, 1)[0].clone();
+    let mut s = connect(&fa);
+    let data = b"filter me please";
+    let mut params = fcgi_params("GET", "/cgi-bin/filter.cgi", Some(0));
+    params.push((b"FCGI_DATA_LAST_MOD".to_vec(), b"1700000000".to_vec()));
+    params.push((b"FCGI_DATA_LENGTH".to_vec(), data.len().to_string().into_bytes()));
+    let mut out = Vec::new();
+    encode_role(5, proto::fastcgi::Role::FILTER, &params, Some(b""), Some(data), &mut out);
+    s.write_all(&out).unwrap();
+    let (res, _) = fcgi_collect(&mut s, &[5]);
+    let t = res[&5].text();
+    assert!(t.ends_with("\r\n\r\nlength=16\nFILTER ME PLEASE"), "{t}");
+    assert_eq!(res[&5].end, Some((0, 0)));
+}
+
+#[test]
+fn fcgi_5_5_6_overloaded_past_max_reqs() {
+    let p = Portico::start(CGI_CONFIG);
+    let fa = support::addresses(&p, 1)[0].clone();
+    let mut s = connect(&fa);
+    let mut out = Vec::new();
+    // Three slow requests hold the listener's max_reqs = 3; the fourth is refused.
+    for id in 1..=3u16 {
+        fcgi_request(id, true, &fcgi_params("POST", "/cgi-bin/md5.cgi", Some(10)), b"", &mut out);
+    }
+    // (their STDIN never completes, so they stay in flight)
+    let mut cut = Vec::new();
+    for rec in proto::fastcgi::Records::new(&out) {
+        // drop the empty STDIN records so the bodies stay open
+        if !(rec.header.record_type == RecordType::STDIN && rec.content.is_empty()) {
+            encode_record(rec.header.record_type, rec.header.request_id, rec.content, &mut cut);
+        }
+    }
+    fcgi_request(4, true, &fcgi_params("GET", "/cgi-bin/env.cgi", None), b"", &mut cut);
+    s.write_all(&cut).unwrap();
+    let (res, _) = fcgi_collect(&mut s, &[4]);
+    assert_eq!(res[&4].end, Some((0, proto::fastcgi::ProtocolStatus::OVERLOADED.0)));
+    assert!(res[&4].stdout.is_empty());
+}
+
+#[test]
+fn fcgi_t_slow_request_does_not_stall_others() {
+    let p = Portico::start(CGI_CONFIG);
+    let fa = support::addresses(&p, 1)[0].clone();
+    let mut s = connect(&fa);
+    let mut out = Vec::new();
+    // Request 1: a 30 MB response. Request 2: an upload that never finishes.
+    fcgi_request(1, true, &fcgi_params("GET", "/cgi-bin/big.cgi?30000000", None), b"", &mut out);
+    let params = fcgi_params("POST", "/cgi-bin/md5.cgi", Some(1000));
+    let pairs: Vec<(&[u8], &[u8])> = params.iter().map(|(n, v)| (n.as_slice(), v.as_slice())).collect();
+    proto::fastcgi::client::encode_begin_request(2, proto::fastcgi::Role::RESPONDER, proto::fastcgi::KEEP_CONN, &mut out);
+    proto::fastcgi::client::encode_params(2, pairs.iter().copied(), &mut out);
+    proto::fastcgi::client::encode_stdin(2, b"only ten b", &mut out);
+    // Request 3: small, sent last, must not wait for 1 to finish nor for 2's body.
+    fcgi_request(3, true, &fcgi_params("GET", "/cgi-bin/env.cgi", None), b"", &mut out);
+    s.write_all(&out).unwrap();
+    let mut conn = proto::fastcgi::client::Conn::new(proto::fastcgi::client::Config::default());
+    let mut buf = vec![0u8; 65536];
+    let mut big = 0usize;
+    let mut order = Vec::new();
+    while !order.contains(&1) {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0);
+        conn.handle_read(&buf[..n]).unwrap();
+        while let Some(ev) = conn.poll_event() {
+            match ev {
+                ClientEvent::Stdout { id: 1, data } => big += data.len(),
+                ClientEvent::EndRequest { id, .. } => order.push(id),
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(order.first(), Some(&3), "small request answered first: {order:?}");
+    assert!(big >= 30_000_000);
+    assert!(!order.contains(&2), "the unfinished upload is still pending");
+}
+
+#[test]
+fn fcgi_rw_script_filename_drop_in_mode_stays_inside_root() {
+    let p = Portico::start(CGI_CONFIG);
+    let fa = support::addresses(&p, 1)[0].clone();
+    let root = support::repo().join("fixtures/cgi");
+    let mut s = connect(&fa);
+    let mut inside = fcgi_params("GET", "/dropin/anything", None);
+    inside.push((b"SCRIPT_FILENAME".to_vec(), root.join("env.cgi").display().to_string().into_bytes()));
+    let mut outside = fcgi_params("GET", "/dropin/anything", None);
+    outside.push((b"SCRIPT_FILENAME".to_vec(), b"/bin/sh".to_vec()));
+    let mut out = Vec::new();
+    fcgi_request(1, true, &inside, b"", &mut out);
+    fcgi_request(2, true, &outside, b"", &mut out);
+    s.write_all(&out).unwrap();
+    let (res, _) = fcgi_collect(&mut s, &[1, 2]);
+    assert!(res[&1].text().starts_with("Status: 200 OK\r\n"), "{}", res[&1].text());
+    assert!(res[&1].text().contains("GATEWAY_INTERFACE=CGI/1.1"));
+    let t = res[&2].text();
+    assert!(t.starts_with("Status: 403") || t.starts_with("Status: 404"), "{t}");
+}

@@ -415,6 +415,11 @@ fn start(
     // An empty or absent CONTENT_LENGTH: a body of unknown length, spooled by backends
     // that need a length (as the HTTP listener's chunked bodies are).
     let body = match content_length {
+        // FCGI-AMB-8: an Authorizer may get no STDIN stream at all; it has no body.
+        _ if slot.role == Role::AUTHORIZER => {
+            slot.stdin = None;
+            Body::empty_unframed()
+        }
         Some(0) => {
             slot.stdin = None;
             Body::empty()

@@ -279,7 +279,7 @@ pub fn cgi_head(resp: &crate::model::Response) -> Vec<u8> {
     }
     out.extend_from_slice(b"\r\n");
     for (name, value) in &resp.headers {
-        out.extend_from_slice(name.as_str().as_bytes());
+        push_header_name(name.as_str(), &mut out);
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
@@ -291,6 +291,22 @@ pub fn cgi_head(resp: &crate::model::Response) -> Vec<u8> {
     }
     out.extend_from_slice(b"\r\n");
     out
+}
+
+/// Writes a header name in its usual capitalisation (`content-type` → `Content-Type`).
+/// The model keeps names lower-case; an Authorizer's `Variable-NAME` fields name
+/// variables, which are upper-case by convention and are written so (FCGI-6.3-6).
+fn push_header_name(name: &str, out: &mut Vec<u8>) {
+    if let Some(var) = name.strip_prefix("variable-") {
+        out.extend_from_slice(b"Variable-");
+        out.extend_from_slice(var.to_ascii_uppercase().as_bytes());
+        return;
+    }
+    let mut upper = true;
+    for b in name.bytes() {
+        out.push(if upper { b.to_ascii_uppercase() } else { b });
+        upper = b == b'-';
+    }
 }
 
 impl rt::AsyncRead for Conn {
