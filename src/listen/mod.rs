@@ -295,7 +295,7 @@ pub fn cgi_head(resp: &crate::model::Response) -> Vec<u8> {
 
 /// Writes a header name in its usual capitalisation (`content-type` → `Content-Type`).
 /// The model keeps names lower-case; an Authorizer's `Variable-NAME` fields name
-/// variables, which are upper-case by convention and are written so (FCGI-6.3-6).
+/// variables, which are upper-case by convention and are written so (FCGI-6.3-7).
 fn push_header_name(name: &str, out: &mut Vec<u8>) {
     if let Some(var) = name.strip_prefix("variable-") {
         out.extend_from_slice(b"Variable-");
