@@ -49,3 +49,60 @@ pub fn kill_all() -> usize {
     }
     groups.len()
 }
+
+/// Makes portico the reaper of its orphaned descendants (`PR_SET_CHILD_SUBREAPER`): a
+/// grandchild whose parent script exited is re-parented to portico instead of to PID 1,
+/// which on some machines never reaps. [`reap_orphans`] then collects them.
+pub fn become_subreaper() -> bool {
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer flag; no memory involved.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0 }
+}
+
+/// Reaps zombie children that portico did not spawn itself (orphans re-parented to it),
+/// leaving its own children to their owners. `suspects` carries zombies seen by the last
+/// call: a zombie that leads its own group is only reaped the second time it is seen, so
+/// a child spawned an instant ago and not yet registered is never taken from its owner.
+/// Returns how many were reaped.
+pub fn reap_orphans(suspects: &mut HashSet<i32>) -> usize {
+    let me = std::process::id() as i32;
+    let own: HashSet<i32> = GROUPS
+        .lock()
+        .ok()
+        .and_then(|g| g.as_ref().cloned())
+        .unwrap_or_default();
+    let mut seen = HashSet::new();
+    let mut reaped = 0;
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // The command name may hold spaces and parentheses: fields start after the last ')'.
+        let Some(rest) = stat.rfind(')').and_then(|i| stat.get(i + 2..)) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next();
+        let ppid = fields.next().and_then(|p| p.parse::<i32>().ok());
+        let pgid = fields.next().and_then(|p| p.parse::<i32>().ok());
+        if state != Some("Z") || ppid != Some(me) || own.contains(&pid) {
+            continue;
+        }
+        if pgid == Some(pid) && !suspects.contains(&pid) {
+            seen.insert(pid);
+            continue;
+        }
+        let mut status = 0;
+        // SAFETY: waitpid on one specific pid with WNOHANG; `status` is ours.
+        if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
+            reaped += 1;
+        }
+    }
+    *suspects = seen;
+    reaped
+}

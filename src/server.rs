@@ -79,6 +79,12 @@ impl Running {
         if killed > 0 {
             log::warn!(target: "portico::server", "killed {killed} remaining child process group(s)");
         }
+        // Give the runtime a moment to reap what was killed, then collect adopted orphans.
+        let mut suspects = std::collections::HashSet::new();
+        for _ in 0..10 {
+            rt::sleep(std::time::Duration::from_millis(50)).await;
+            procs::reap_orphans(&mut suspects);
+        }
     }
 }
 
@@ -102,6 +108,7 @@ pub async fn start(config: Config, registry: &Registry) -> Result<Running, Serve
     let dispatcher = dispatcher(&config, registry, shown)?;
     let (trigger, shutdown) = rt::shutdown_pair();
     let (tracker, done) = rt::drain_pair();
+    spawn_orphan_reaper(shutdown.clone());
     let http = Arc::new(config.http.clone());
     let fastcgi = Arc::new(config.fastcgi.clone());
     let scgi = Arc::new(config.scgi.clone());
@@ -120,6 +127,46 @@ pub async fn start(config: Config, registry: &Registry) -> Result<Running, Serve
         done,
         grace: config.server.grace,
     })
+}
+
+/// Adopts orphaned grandchildren of scripts and reaps them once a second, so no zombie is
+/// left even where PID 1 does not reap (see `procs::become_subreaper`).
+fn spawn_orphan_reaper(shutdown: rt::Shutdown) {
+    if !procs::become_subreaper() {
+        log::warn!(target: "portico::server", "cannot become a child subreaper: orphaned grandchildren of scripts go to PID 1");
+        return;
+    }
+    drop(rt::spawn(async move {
+        let mut suspects = std::collections::HashSet::new();
+        loop {
+            let stop = rt::race(
+                async {
+                    rt::sleep(std::time::Duration::from_secs(1)).await;
+                    false
+                },
+                async {
+                    shutdown.wait().await;
+                    true
+                },
+            )
+            .await;
+            let n = rt::spawn_blocking({
+                let mut s = std::mem::take(&mut suspects);
+                move || {
+                    let n = procs::reap_orphans(&mut s);
+                    (n, s)
+                }
+            })
+            .await;
+            suspects = n.1;
+            if n.0 > 0 {
+                log::debug!(target: "portico::server", "reaped {} orphaned process(es)", n.0);
+            }
+            if stop {
+                break;
+            }
+        }
+    }));
 }
 
 /// The dispatcher for `config`: counters, backends, router and access log. `listeners`

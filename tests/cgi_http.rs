@@ -371,3 +371,17 @@ fn shutdown_waits_for_a_running_script_then_exits_zero() {
     assert!(st.success(), "{st:?}");
     assert!(wait_gone(&ids, Duration::from_secs(5)), "orphan left: {ids:?}");
 }
+
+#[test]
+fn orphaned_grandchildren_are_reaped() {
+    let p = Portico::start(CONFIG);
+    for _ in 0..5 {
+        assert_eq!(p.get("/cgi-bin/orphan.cgi").status, 200);
+    }
+    // The grandchildren exit after a second; portico adopted them and must reap them.
+    std::thread::sleep(Duration::from_millis(3500));
+    let z = zombies_of(p.pid());
+    assert!(z.is_empty(), "zombies left: {z:?}");
+    let adopted: Vec<_> = processes().into_iter().filter(|q| q.ppid == p.pid()).collect();
+    assert!(adopted.is_empty(), "children left: {adopted:?}");
+}
