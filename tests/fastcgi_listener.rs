@@ -454,3 +454,85 @@ fn fcgi_rw_script_filename_drop_in_mode_stays_inside_root() {
     let t = res[&2].text();
     assert!(t.starts_with("Status: 403") || t.starts_with("Status: 404"), "{t}");
 }
+
+/// Malformed input from a web server: each case ends that connection with a log line
+/// naming the clause; a connection beside it is undisturbed.
+#[test]
+fn fcgi_t_malformed_records_close_only_their_connection() {
+    use proto::fastcgi::client::RawRecord;
+    let p = Portico::start(CONFIG);
+    let (fa, _) = addrs(&p);
+    let begin = |id: u16| {
+        let mut v = Vec::new();
+        proto::fastcgi::client::encode_begin_request(id, proto::fastcgi::Role::RESPONDER, proto::fastcgi::KEEP_CONN, &mut v);
+        v
+    };
+    let raw = |t: u8, id: u16, content: &[u8]| {
+        let mut v = Vec::new();
+        RawRecord::new(RecordType(t), id, content).encode(&mut v);
+        v
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("FCGI-3.3-3", b"\x02\x01\x00\x01\x00\x08\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00".to_vec()),
+        ("FCGI-5.1-2", raw(1, 1, b"\x00\x01\x00")),
+        ("FCGI-A-1", [begin(1), raw(6, 1, b"stdout from the web server")].concat()),
+        ("FCGI-AMB-14", [begin(1), begin(1)].concat()),
+        ("FCGI-3.3-16", [begin(1), raw(4, 1, b""), raw(4, 1, b"\x01\x01ab")].concat()),
+        ("FCGI-3.4-1", [begin(1), raw(4, 1, b"\x05\x05ab"), raw(4, 1, b"")].concat()),
+        ("FCGI-A-2", raw(1, 0, b"\x00\x01\x01\x00\x00\x00\x00\x00")),
+    ];
+    for (clause, bytes) in cases {
+        let mut good = connect(&fa);
+        let mut bad = connect(&fa);
+        bad.write_all(&bytes).unwrap();
+        let mut rest = Vec::new();
+        let _ = bad.read_to_end(&mut rest);
+        assert!(p.wait_log(clause, Duration::from_secs(5)), "{clause}: {}", p.log());
+        let mut out = Vec::new();
+        fcgi_request(9, false, &fcgi_params("GET", "/echo/ok", None), b"", &mut out);
+        good.write_all(&out).unwrap();
+        let (res, _) = fcgi_collect(&mut good, &[9]);
+        assert_eq!(res[&9].end, Some((0, 0)), "{clause}: the other connection noticed");
+    }
+}
+
+#[test]
+fn fcgi_t_14_records_for_inactive_ids_are_ignored_and_unknown_role_refused() {
+    let p = Portico::start(CONFIG);
+    let (fa, _) = addrs(&p);
+    let mut s = connect(&fa);
+    let mut out = Vec::new();
+    proto::fastcgi::client::encode_stdin(42, b"stray", &mut out);
+    encode_abort(43, &mut out);
+    proto::fastcgi::client::encode_begin_request(5, proto::fastcgi::Role(99), proto::fastcgi::KEEP_CONN, &mut out);
+    fcgi_request(6, true, &fcgi_params("GET", "/echo/after-stray", None), b"", &mut out);
+    // FCGI-T-7: GET_VALUES in the middle of a request.
+    encode_get_values(&[b"FCGI_MPXS_CONNS"], &mut out);
+    s.write_all(&out).unwrap();
+    let (res, others) = fcgi_collect(&mut s, &[5, 6]);
+    assert_eq!(res[&5].end, Some((0, proto::fastcgi::ProtocolStatus::UNKNOWN_ROLE.0)));
+    assert_eq!(res[&6].end, Some((0, 0)));
+    assert!(res[&6].text().contains("GET /echo/after-stray\n"));
+    assert!(others.iter().any(|e| matches!(e, ClientEvent::GetValuesResult { .. })), "{others:?}");
+}
+
+#[test]
+fn fcgi_3_2_2_web_server_addrs_limits_peers() {
+    let p = Portico::start_full(CONFIG, &[], &[("FCGI_WEB_SERVER_ADDRS", "10.9.9.9, 10.9.9.10")]);
+    let (fa, _) = addrs(&p);
+    let mut s = connect(&fa);
+    let mut out = Vec::new();
+    fcgi_request(1, false, &fcgi_params("GET", "/echo", None), b"", &mut out);
+    let _ = s.write_all(&out);
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "a peer not in the list got an answer");
+    assert!(p.wait_log("not in FCGI_WEB_SERVER_ADDRS", Duration::from_secs(5)));
+    drop(p);
+    let p = Portico::start_full(CONFIG, &[], &[("FCGI_WEB_SERVER_ADDRS", "127.0.0.1")]);
+    let (fa, _) = addrs(&p);
+    let mut s = connect(&fa);
+    s.write_all(&out).unwrap();
+    let (res, _) = fcgi_collect(&mut s, &[1]);
+    assert_eq!(res[&1].end, Some((0, 0)));
+}

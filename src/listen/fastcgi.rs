@@ -43,6 +43,14 @@ pub async fn serve(
     let limit = Arc::new(rt::Semaphore::new(settings.max_conns as usize));
     let in_flight = Arc::new(AtomicUsize::new(0));
     let name = listener.local_text();
+    // FCGI-3.2-2: a web server that starts us may list the addresses allowed to connect.
+    let allowed = std::env::var("FCGI_WEB_SERVER_ADDRS").ok().map(|v| {
+        let parsed = server::WebServerAddrs::parse(&v);
+        if parsed.is_none() {
+            log::warn!(target: "portico::listen::fastcgi", "FCGI_WEB_SERVER_ADDRS={v:?} is not a list of IP addresses: refusing every connection");
+        }
+        parsed
+    });
     loop {
         let Some(permit) = rt::race(async { Some(limit.acquire_arc().await) }, async {
             shutdown.wait().await;
@@ -66,6 +74,14 @@ pub async fn serve(
                 continue;
             }
         };
+        if let Some(allowed) = &allowed {
+            let ip = peer.addr.parse::<std::net::IpAddr>().ok().filter(|_| peer.port.is_some());
+            if !allowed.as_ref().is_some_and(|a| a.allows(ip)) {
+                log::warn!(target: "portico::listen::fastcgi", "{name}: connection from {} refused: not in FCGI_WEB_SERVER_ADDRS (FCGI-3.2-2)", peer.addr);
+                drop(conn);
+                continue;
+            }
+        }
         let ctx = ConnCtx {
             dispatcher: dispatcher.clone(),
             settings: settings.clone(),

@@ -30,6 +30,10 @@ impl Portico {
     }
 
     pub fn start_with(toml: &str, extra_args: &[&str]) -> Portico {
+        Self::start_full(toml, extra_args, &[])
+    }
+
+    pub fn start_full(toml: &str, extra_args: &[&str], envs: &[(&str, &str)]) -> Portico {
         let dir = tempfile::tempdir().expect("tempdir");
         let text = toml
             .replace("{dir}", &dir.path().display().to_string())
@@ -41,6 +45,7 @@ impl Portico {
             .arg("--config")
             .arg(&cfg)
             .args(extra_args)
+            .envs(envs.iter().copied())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
