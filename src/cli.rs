@@ -31,6 +31,10 @@ pub enum Command {
     /// Serve one request as a CGI program run by a web server (also chosen
     /// automatically when GATEWAY_INTERFACE and REQUEST_METHOD are set).
     Cgi(CgiArgs),
+    /// Check a FastCGI, SCGI or CGI implementation clause by clause.
+    Probe(crate::probe::ProbeArgs),
+    /// Print captured FastCGI records or SCGI requests, marking every violation.
+    Decode(crate::decode::DecodeArgs),
 }
 
 /// Options of `cgi`.
@@ -81,6 +85,8 @@ pub fn run(cli: Cli, registry: Registry) -> ExitCode {
         Command::Serve(args) => serve(args, registry),
         Command::Check(args) => check(args, &registry),
         Command::Cgi(args) => cgi(args, registry),
+        Command::Probe(args) => crate::probe::run(args),
+        Command::Decode(args) => crate::decode::run(args),
     }
 }
 
