@@ -1,0 +1,2247 @@
+//! The CGI backend: runs one script per request under a route's root (RFC 3875).
+//!
+//! It owns everything between a [`Request`] and a running script and back: resolving the
+//! script under the root (refusing anything that escapes it), the `PATH_INFO` split, the
+//! scrubbed environment, spooling a body of unknown length so `CONTENT_LENGTH` can be
+//! set, the child in its own process group, stdin and stdout streamed concurrently,
+//! stderr logged line by line, the response head parsed by `proto::cgi::response`, the
+//! time limit, the per-route concurrency limit, and the reaping of every child. Must not
+//! import listen or dispatch.
+//!
+//! Implementation-defined behaviour (CGI-1.3-2), as portico does it:
+//!
+//! - *Script selection* (CGI-3.3-1): the path below the route prefix is split by
+//!   [`proto::cgi::meta::split_script`], each decoded prefix looked up under `root`. A
+//!   prefix is a script when it is a regular file with an execute bit whose canonical
+//!   path stays inside the canonical root; a symlink that leaves the root, a
+//!   non-executable file or anything that is neither file nor directory is refused with
+//!   403; `.`/`..` segments, `%2F`, NUL, CR and LF in the path with 404. A path that ends
+//!   in a directory runs its first `index` script; a directory without one is 403.
+//! - `SCRIPT_NAME` is the route prefix plus the decoded script path (CGI-4.1.13-3);
+//!   `DOCUMENT_ROOT` is the canonical root, `SCRIPT_FILENAME` the root plus the script
+//!   path, `PATH_TRANSLATED` the root plus `PATH_INFO` (CGI-4.1.6-5).
+//! - The script runs as its canonical path, in the directory that holds it
+//!   (CGI-7.2-3), in a new process group, with an environment of only the `pass_env`
+//!   names, the `env` settings and the meta-variables (gnosek/fcgiwrap's scrubbing).
+//! - NPH scripts are those whose file name starts with `nph-` (CGI-5.1-3), when `nph` is
+//!   on. Their status line and fields are relayed; hop-by-hop fields are left to the
+//!   HTTP layer, and a reason phrase is lost (the model has no place for it).
+//! - Time limit (CGI-6.1-3): `timeout` covers the whole run from spawn, the body stream
+//!   included. Past it the whole process group gets SIGKILL: before the head that is a
+//!   504, after it the response body ends with an error so the connection is cut.
+//! - A client that goes away (the reply or its body dropped) kills the group too. After a
+//!   local or client redirect, or for `HEAD`, the rest of the output is read and
+//!   discarded while the script finishes (CGI-RW-9, CGI-4.3.3-2).
+//! - A script that ends normally is reaped and its group left alone: a child it
+//!   detached on purpose keeps running, as under Apache.
+
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::future::Future;
+use std::io;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use proto::Status;
+use proto::cgi::meta::{self as cgi_meta, HeaderNamePolicy, HeaderOptions, Lookup, SplitKind};
+use proto::cgi::response::{self, Limits, ResponseHead, ResponseKind};
+
+use super::spool::{self, SpoolError, Spooled};
+use super::{BackendError, Reply, RouteMatch};
+use crate::config::{Cgi, HeaderPolicy};
+use crate::meta::{self, Script, ServerInfo};
+use crate::model::{Body, Request, Response};
+use crate::procs;
+use crate::rt::channel::{Receiver, Sender, bounded};
+use crate::rt::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
+use crate::rt::{self, AsyncReadExt, AsyncWriteExt};
+use crate::stats::{ChildGuard, Stats};
+
+/// The CGI backend of one route: spawns a script per request.
+///
+/// Cheap to share behind the `Backend` enum; every request runs in its own child
+/// process, supervised by a task of its own so that the time limit holds even while
+/// the client reads slowly.
+pub struct CgiBackend {
+    settings: Arc<Cgi>,
+    server: Arc<ServerInfo>,
+    stats: Arc<Stats>,
+    running: Arc<AtomicUsize>,
+}
+
+impl CgiBackend {
+    /// A backend running scripts under `settings.root`, describing itself with `server`
+    /// and counting its children in `stats`.
+    pub fn new(settings: Arc<Cgi>, server: Arc<ServerInfo>, stats: Arc<Stats>) -> CgiBackend {
+        CgiBackend {
+            settings,
+            server,
+            stats,
+            running: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Runs the script `req` names below `m.base` and answers with its response, or a
+    /// local redirect for the dispatcher to follow.
+    ///
+    /// Errors: [`BackendError::NotFound`] / [`BackendError::Forbidden`] for paths that
+    /// do not resolve to a runnable script under the root, [`BackendError::Busy`] past
+    /// `max_concurrent`, [`BackendError::BodyTooLarge`] for a spooled body over the
+    /// listener's limit, [`BackendError::BadRequest`] for headers that cannot become
+    /// meta-variables, [`BackendError::BadGateway`] when the script fails before a valid
+    /// head, [`BackendError::Timeout`] when it takes longer than `timeout` to send one.
+    pub async fn call(&self, mut req: Request, m: &RouteMatch) -> Result<Reply, BackendError> {
+        let settings = &self.settings;
+        // No queue: past the limit, answer 503 at once.
+        let permit =
+            Permit::try_acquire(&self.running, settings.max_concurrent).ok_or_else(|| {
+                BackendError::Busy(format!(
+                    "{} CGI scripts already running on route {}",
+                    settings.max_concurrent, m.name
+                ))
+            })?;
+
+        let target = {
+            let settings = settings.clone();
+            let lookup = LookupRequest {
+                path: req.path.clone(),
+                base: m.base.clone(),
+                filename: req.param(b"SCRIPT_FILENAME").cloned(),
+                script_name: req.param(b"SCRIPT_NAME").cloned(),
+                path_info: req.param(b"PATH_INFO").cloned(),
+            };
+            // Stats and canonicalisation are file-system calls: keep them off the
+            // reactor.
+            rt::spawn_blocking(move || resolve(&settings, &lookup)).await?
+        };
+
+        let (input, content_length) = self.take_input(&mut req).await?;
+
+        let opts = HeaderOptions {
+            policy: match settings.header_policy {
+                HeaderPolicy::Strict => HeaderNamePolicy::Strict,
+                HeaderPolicy::Map => HeaderNamePolicy::MapAndRejectCollisions,
+            },
+            pass_authorization: settings.pass_authorization,
+        };
+        let path_translated = if target.path_info.is_empty() {
+            None
+        } else {
+            cgi_meta::path_translated(&target.document_root, &target.path_info)
+        };
+        let script = Script {
+            script_name: &target.script_name,
+            path_info: Some(target.path_info.as_slice()).filter(|p| !p.is_empty()),
+            path_translated: path_translated.as_deref(),
+            document_root: Some(&target.document_root),
+            script_filename: Some(&target.script_filename),
+        };
+        let vars = meta::variables(&req, &script, &self.server, content_length, &opts)
+            .map_err(|e| BackendError::BadRequest(e.to_string()))?;
+        // CGI-4.4-1, CGI-AMB-9: argv only when the route asks for it, only for an
+        // indexed GET or HEAD query; `search_args` refuses words starting with `-`.
+        let args = if settings.search_args && matches!(req.method, Method::GET | Method::HEAD) {
+            cgi_meta::search_args(&req.query).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+
+        let name: Arc<str> = String::from_utf8_lossy(&target.script_name).into();
+        let mut cmd = std::process::Command::new(&target.exec);
+        cmd.env_clear();
+        for var in &settings.pass_env {
+            if let Some(value) = std::env::var_os(var) {
+                cmd.env(var, value);
+            }
+        }
+        for (var, value) in &settings.env {
+            cmd.env(var, value);
+        }
+        for (var, value) in vars {
+            cmd.env(var, OsString::from_vec(value));
+        }
+        cmd.args(args.into_iter().map(OsString::from_vec))
+            .current_dir(&target.dir)
+            // Its own group, so a time limit or a vanished client kills its children too.
+            .process_group(0);
+        let mut cmd = Command::from(cmd);
+        let (stdin, input) = match input {
+            Input::None => (Stdio::null(), None),
+            // The spool file itself is the script's stdin: the kernel feeds it.
+            Input::File(file) => (Stdio::from(file), None),
+            body @ (Input::Stream(_) | Input::Memory(_)) => (Stdio::piped(), Some(body)),
+        };
+        cmd.stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .reap_on_drop(true);
+        let mut child = cmd.spawn().map_err(|e| spawn_error(&name, &e))?;
+        let guard = self.stats.child_started();
+        // `process_group(0)` makes the child the leader of a group with its own id.
+        let pgid = i32::try_from(child.id()).unwrap_or(0);
+        procs::register(pgid);
+        log::debug!("{name}: started as pid {pgid}");
+
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        let child_stdin = child.stdin.take();
+        let (stop_feed, feed_stopped) = bounded::<()>(1);
+        let run = Run {
+            child,
+            pgid,
+            name: name.clone(),
+            deadline: deadline_after(settings.timeout),
+            timeout: settings.timeout,
+            reaped: false,
+            _permit: permit,
+            _stats: guard,
+            _stop_feed: stop_feed,
+        };
+        let Some(stdout) = stdout else {
+            // Unreachable: stdout was configured piped. `run` kills and reaps on drop.
+            drop(run);
+            return Err(BackendError::Internal("no stdout pipe".into()));
+        };
+        if let Some(stderr) = stderr {
+            drop(rt::spawn(log_stderr(stderr, name.clone())));
+        }
+        if let (Some(child_stdin), Some(input)) = (child_stdin, input) {
+            drop(rt::spawn(feed_stdin(
+                child_stdin,
+                input,
+                feed_stopped,
+                name.clone(),
+            )));
+        }
+
+        let (head_tx, head_rx) = bounded::<Result<Head, BackendError>>(1);
+        let (chunk_tx, chunk_rx) = bounded::<Msg>(OUTPUT_QUEUE);
+        // Never sent on: its closing (this future or the body dropped) means the client
+        // is gone.
+        let (alive_tx, alive_rx) = bounded::<()>(1);
+        let head_opts = HeadOptions {
+            // CGI-AMB-12: NPH output is HTTP/1.x; for later protocols the head is read as
+            // a CGI head (which may start with a status line, SCGI-AMB-1).
+            nph: settings.nph
+                && cgi_meta::is_nph(&target.script_filename)
+                && req.version <= http::Version::HTTP_11,
+            head_only: req.method == Method::HEAD,
+            limits: Limits {
+                max_header_bytes: settings.max_header_bytes,
+                ..Limits::default()
+            },
+        };
+        drop(rt::spawn(
+            run.supervise(stdout, head_opts, head_tx, chunk_tx, alive_rx),
+        ));
+
+        let head = match head_rx.recv().await {
+            Ok(head) => head?,
+            Err(_) => {
+                return Err(BackendError::Internal(format!(
+                    "{name}: supervisor ended without an answer"
+                )));
+            }
+        };
+        Ok(match head {
+            Head::LocalRedirect(location) => Reply::LocalRedirect(location),
+            Head::Response {
+                status,
+                headers,
+                body,
+            } => {
+                let body = match body {
+                    BodyMode::Stream => Body::from_stream(None, output(chunk_rx, alive_tx)),
+                    BodyMode::Empty => Body::empty(),
+                    // HEAD: no body, and no claim about its length either.
+                    BodyMode::Discard => Body::from_stream(None, futures_lite::stream::empty()),
+                };
+                let mut resp = Response::new(status, body);
+                resp.headers = headers;
+                Reply::Response(resp)
+            }
+        })
+    }
+
+    /// Takes the request body and decides what the script's stdin is, and
+    /// `CONTENT_LENGTH` (CGI-4.1.2, CGI-AMB-4): unset without body framing, the declared
+    /// length for a streamed body, the spooled length for a chunked one.
+    async fn take_input(&self, req: &mut Request) -> Result<(Input, Option<u64>), BackendError> {
+        let framed = req.body.is_framed();
+        let mut body = std::mem::replace(&mut req.body, Body::empty_unframed());
+        if !framed {
+            return Ok((Input::None, None));
+        }
+        match body.len() {
+            Some(0) => Ok((Input::None, Some(0))),
+            Some(n) => Ok((Input::Stream(body), Some(n))),
+            // CGI-4.2-8, CGI-RW-7: de-chunked and counted before the script starts.
+            None => match spool::spool(&mut body, self.settings.spool_memory, u64::MAX).await {
+                Ok(s) if s.is_empty() => Ok((Input::None, Some(0))),
+                Ok(Spooled::Memory { chunks, len }) => Ok((Input::Memory(chunks), Some(len))),
+                Ok(Spooled::File { file, len }) => Ok((Input::File(file), Some(len))),
+                Err(SpoolError::TooLarge { .. }) => Err(BackendError::BodyTooLarge),
+                Err(e @ SpoolError::Read(_)) => Err(BackendError::BadRequest(e.to_string())),
+                Err(e @ SpoolError::Write(_)) => Err(BackendError::Internal(e.to_string())),
+            },
+        }
+    }
+}
+
+/// Output chunks kept between the script and a slow client: with [`OUTPUT_CHUNK`] this
+/// bounds the memory one response holds.
+const OUTPUT_QUEUE: usize = 2;
+/// Largest read from the script's stdout.
+const OUTPUT_CHUNK: usize = 64 * 1024;
+/// Reads while the head is incomplete.
+const HEAD_READ: usize = 8 * 1024;
+/// A stderr line longer than this is logged in pieces.
+const MAX_LOG_LINE: usize = 4096;
+/// How long to wait for a killed script to be reaped before leaving it to the reaper.
+const REAP_WAIT: Duration = Duration::from_secs(5);
+
+// ---------------------------------------------------------------------------------------
+// Script resolution
+
+/// What a request names, copied out so resolution can run on the blocking pool.
+struct LookupRequest {
+    path: Bytes,
+    base: Bytes,
+    filename: Option<Bytes>,
+    script_name: Option<Bytes>,
+    path_info: Option<Bytes>,
+}
+
+/// A resolved script.
+#[derive(Debug)]
+struct Target {
+    /// The canonical file to execute.
+    exec: PathBuf,
+    /// Its directory: the working directory (CGI-7.2-3).
+    dir: PathBuf,
+    /// SCRIPT_NAME.
+    script_name: Vec<u8>,
+    /// PATH_INFO, empty when none.
+    path_info: Vec<u8>,
+    /// SCRIPT_FILENAME.
+    script_filename: Vec<u8>,
+    /// DOCUMENT_ROOT: the canonical root.
+    document_root: Vec<u8>,
+}
+
+/// What the file system says about one decoded path prefix.
+enum Probe {
+    Script(PathBuf),
+    Directory,
+    Missing,
+    Refused(String),
+}
+
+fn resolve(settings: &Cgi, req: &LookupRequest) -> Result<Target, BackendError> {
+    let root = fs::canonicalize(&settings.root).map_err(|e| {
+        BackendError::Internal(format!("CGI root {}: {e}", settings.root.display()))
+    })?;
+    if settings.script_filename
+        && let Some(filename) = &req.filename
+    {
+        return resolve_filename(&root, req, filename);
+    }
+    let raw = req.path.strip_prefix(req.base.as_ref()).ok_or_else(|| {
+        BackendError::NotFound(format!(
+            "{} is not below {}",
+            String::from_utf8_lossy(&req.path),
+            String::from_utf8_lossy(&req.base)
+        ))
+    })?;
+    let mut refusal: Option<String> = None;
+    let mut found: Option<PathBuf> = None;
+    let split = cgi_meta::split_script(raw, |prefix| match probe(&root, prefix) {
+        Probe::Script(file) => {
+            found = Some(file);
+            Lookup::Script
+        }
+        Probe::Directory => Lookup::Directory,
+        Probe::Missing => Lookup::NotFound,
+        Probe::Refused(why) => {
+            refusal = Some(why);
+            Lookup::NotFound
+        }
+    });
+    let shown = || String::from_utf8_lossy(&req.path).into_owned();
+    let split = match split {
+        Ok(split) => split,
+        Err(cgi_meta::PathError::NotFound) => {
+            return Err(match refusal {
+                Some(why) => BackendError::Forbidden(format!("{}: {why}", shown())),
+                None => BackendError::NotFound(shown()),
+            });
+        }
+        // CGI-9.8-1, CGI-AMB-13, CGI-4.1.5-5: refused, never resolved.
+        Err(e) => return Err(BackendError::NotFound(format!("{}: {e}", shown()))),
+    };
+    let (script, exec) = match (split.kind, found) {
+        (SplitKind::Script, Some(exec)) => (split.script, exec),
+        (SplitKind::Script, None) => {
+            return Err(BackendError::Internal("script split without a file".into()));
+        }
+        (SplitKind::Directory, _) => {
+            let dir = split.script.strip_suffix(b"/").unwrap_or(&split.script);
+            let mut chosen = None;
+            for index in &settings.index {
+                if index.is_empty() || index.contains('/') || index == "." || index == ".." {
+                    continue;
+                }
+                let mut candidate = dir.to_vec();
+                candidate.push(b'/');
+                candidate.extend_from_slice(index.as_bytes());
+                match probe(&root, &candidate) {
+                    Probe::Script(exec) => {
+                        chosen = Some((candidate, exec));
+                        break;
+                    }
+                    Probe::Refused(why) => refusal = Some(why),
+                    Probe::Directory | Probe::Missing => {}
+                }
+            }
+            match chosen {
+                Some(c) => c,
+                None => {
+                    let why = refusal.unwrap_or_else(|| "directory without an index script".into());
+                    return Err(BackendError::Forbidden(format!("{}: {why}", shown())));
+                }
+            }
+        }
+    };
+    let mut script_name = req.base.to_vec();
+    script_name.extend_from_slice(&script);
+    let mut script_filename = root.as_os_str().as_bytes().to_vec();
+    script_filename.extend_from_slice(&script);
+    Ok(Target {
+        dir: exec
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| root.clone()),
+        exec,
+        script_name,
+        path_info: split.path_info,
+        script_filename,
+        document_root: root.into_os_string().into_vec(),
+    })
+}
+
+/// fcgiwrap's drop-in mode: the web server chose `SCRIPT_FILENAME`; run it only when it
+/// is a script inside the root.
+fn resolve_filename(
+    root: &Path,
+    req: &LookupRequest,
+    filename: &[u8],
+) -> Result<Target, BackendError> {
+    let shown = String::from_utf8_lossy(filename).into_owned();
+    if filename.first() != Some(&b'/') {
+        return Err(BackendError::NotFound(format!(
+            "{shown}: not an absolute path"
+        )));
+    }
+    let exec = match check_file(root, Path::new(OsStr::from_bytes(filename))) {
+        Probe::Script(exec) => exec,
+        Probe::Refused(why) => return Err(BackendError::Forbidden(format!("{shown}: {why}"))),
+        Probe::Directory | Probe::Missing => return Err(BackendError::NotFound(shown)),
+    };
+    Ok(Target {
+        dir: exec
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| root.to_path_buf()),
+        script_filename: exec.as_os_str().as_bytes().to_vec(),
+        exec,
+        script_name: req.script_name.as_deref().unwrap_or_default().to_vec(),
+        path_info: req.path_info.as_deref().unwrap_or_default().to_vec(),
+        document_root: root.as_os_str().as_bytes().to_vec(),
+    })
+}
+
+/// Looks a decoded prefix (`/a/b`) up under the canonical `root`.
+fn probe(root: &Path, prefix: &[u8]) -> Probe {
+    let rel = prefix.strip_prefix(b"/").unwrap_or(prefix);
+    check_file(root, &root.join(OsStr::from_bytes(rel)))
+}
+
+fn check_file(root: &Path, path: &Path) -> Probe {
+    let canonical = match fs::canonicalize(path) {
+        Ok(c) => c,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Probe::Missing;
+        }
+        Err(e) => return Probe::Refused(e.to_string()),
+    };
+    if !canonical.starts_with(root) {
+        // A symlink (here or in a parent) leads out of the root.
+        return Probe::Refused("leaves the CGI root".into());
+    }
+    let meta = match fs::metadata(&canonical) {
+        Ok(m) => m,
+        Err(e) => return Probe::Refused(e.to_string()),
+    };
+    if meta.is_dir() {
+        Probe::Directory
+    } else if !meta.is_file() {
+        Probe::Refused("not a regular file".into())
+    } else if meta.permissions().mode() & 0o111 == 0 {
+        Probe::Refused("not executable".into())
+    } else {
+        Probe::Script(canonical)
+    }
+}
+
+fn spawn_error(name: &str, e: &io::Error) -> BackendError {
+    match e.kind() {
+        io::ErrorKind::PermissionDenied => {
+            BackendError::Forbidden(format!("{name}: cannot execute: {e}"))
+        }
+        _ => BackendError::BadGateway(format!("{name}: cannot execute: {e}")),
+    }
+}
+
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(10 * 365 * 24 * 3600))
+}
+
+// ---------------------------------------------------------------------------------------
+// The concurrency limit
+
+/// One running script counted against `max_concurrent`; released when dropped.
+struct Permit(Arc<AtomicUsize>);
+
+impl Permit {
+    fn try_acquire(running: &Arc<AtomicUsize>, max: usize) -> Option<Permit> {
+        running
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Permit(running.clone()))
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Running the script
+
+/// The script's stdin.
+enum Input {
+    /// No body: `/dev/null`.
+    None,
+    /// A body of known length, streamed from the client.
+    Stream(Body),
+    /// A spooled body in memory.
+    Memory(Vec<Bytes>),
+    /// A spooled body in a file, which becomes stdin itself.
+    File(fs::File),
+}
+
+/// What the head says, owned, for [`CgiBackend::call`] to answer with.
+enum Head {
+    LocalRedirect(Bytes),
+    Response {
+        status: StatusCode,
+        headers: HeaderMap,
+        body: BodyMode,
+    },
+}
+
+/// What happens to the script's output after the head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyMode {
+    /// Streamed to the client.
+    Stream,
+    /// Read and discarded; the client gets an empty body (client redirect).
+    Empty,
+    /// Read and discarded; the client gets no body at all (HEAD, local redirect).
+    Discard,
+}
+
+impl Head {
+    fn mode(&self) -> BodyMode {
+        match self {
+            Head::LocalRedirect(_) => BodyMode::Discard,
+            Head::Response { body, .. } => *body,
+        }
+    }
+}
+
+/// One message of the output stream. The stream ends cleanly only on `End`; a channel
+/// closed without it means the script was cut off, and the body fails.
+enum Msg {
+    Data(Bytes),
+    End,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct HeadOptions {
+    nph: bool,
+    head_only: bool,
+    limits: Limits,
+}
+
+/// Why supervision stopped before a normal end.
+#[derive(Debug)]
+enum Stop {
+    /// The time limit passed.
+    Timeout,
+    /// The client went away.
+    Cancelled,
+    /// The script misbehaved (502 before the head).
+    Failed(String),
+}
+
+/// A running script: killed (its whole group) and reaped when dropped before its end.
+struct Run {
+    child: Child,
+    pgid: i32,
+    name: Arc<str>,
+    deadline: Instant,
+    timeout: Duration,
+    reaped: bool,
+    _permit: Permit,
+    _stats: ChildGuard,
+    /// Dropped with the run: stops feeding stdin.
+    _stop_feed: Sender<()>,
+}
+
+impl Run {
+    /// Drives the script to its end, sending the head to `head_tx` and the body to
+    /// `chunks`; on any abnormal end kills the group first, then reaps the leader (so
+    /// the group id cannot have been reused when the signal is sent).
+    async fn supervise(
+        mut self,
+        mut stdout: ChildStdout,
+        opts: HeadOptions,
+        head_tx: Sender<Result<Head, BackendError>>,
+        chunks: Sender<Msg>,
+        alive: Receiver<()>,
+    ) {
+        let outcome = self.drive(&mut stdout, opts, &head_tx, chunks, alive).await;
+        let Err(stop) = outcome else { return };
+        procs::kill_group(self.pgid);
+        drop(stdout);
+        let status = self.reap().await;
+        let name = &self.name;
+        let err = match stop {
+            Stop::Timeout => {
+                log::warn!(
+                    "{name}: killed after the {:?} time limit ({status})",
+                    self.timeout
+                );
+                BackendError::Timeout(format!("{name}: no answer within {:?}", self.timeout))
+            }
+            Stop::Cancelled => {
+                log::debug!("{name}: client went away, killed ({status})");
+                return;
+            }
+            Stop::Failed(why) => {
+                log::warn!("{name}: {why} ({status})");
+                BackendError::BadGateway(format!("{name}: {why} ({status})"))
+            }
+        };
+        // Only read when the head was not sent yet; otherwise it falls on the floor and
+        // the body stream, closed without its end mark, fails.
+        let _ = head_tx.try_send(Err(err));
+    }
+
+    async fn drive(
+        &mut self,
+        stdout: &mut ChildStdout,
+        opts: HeadOptions,
+        head_tx: &Sender<Result<Head, BackendError>>,
+        chunks: Sender<Msg>,
+        alive: Receiver<()>,
+    ) -> Result<(), Stop> {
+        let deadline = self.deadline;
+        let (head, rest) = watch(read_head(stdout, &opts), deadline, Some(&alive)).await??;
+        let mode = head.mode();
+        head_tx.send(Ok(head)).await.map_err(|_| Stop::Cancelled)?;
+        if mode == BodyMode::Stream {
+            watch(pump(stdout, rest, &chunks), deadline, Some(&alive)).await??;
+        } else {
+            // The reply is complete: the client leaving no longer matters.
+            drop(alive);
+            watch(discard(stdout), deadline, None).await?;
+        }
+        drop(chunks);
+        let status = watch(self.child.status(), deadline, None).await?;
+        self.reaped(status.as_ref().ok());
+        match status {
+            Ok(s) if s.success() => log::debug!("{}: {s}", self.name),
+            Ok(s) => log::warn!("{}: {s}", self.name),
+            Err(e) => log::warn!("{}: wait failed: {e}", self.name),
+        }
+        Ok(())
+    }
+
+    /// Waits for the leader after SIGKILL; describes how it ended.
+    async fn reap(&mut self) -> String {
+        match rt::timeout(REAP_WAIT, self.child.status()).await {
+            Ok(Ok(status)) => {
+                self.reaped(Some(&status));
+                status.to_string()
+            }
+            Ok(Err(e)) => format!("wait failed: {e}"),
+            Err(_) => "not reaped yet".into(),
+        }
+    }
+
+    fn reaped(&mut self, status: Option<&ExitStatus>) {
+        if status.is_some() {
+            self.reaped = true;
+            procs::unregister(self.pgid);
+        }
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        if !self.reaped {
+            // Dropped mid-run (runtime shutting down, or a panic): the leader is not
+            // reaped yet, so the group id is still ours. `Child` then kills the leader
+            // and hands it to async-process's reaper (`kill_on_drop`, `reap_on_drop`).
+            procs::kill_group(self.pgid);
+            procs::unregister(self.pgid);
+        }
+    }
+}
+
+/// Runs `fut` until it ends, the deadline passes, or (with `alive`) the client goes away.
+async fn watch<T>(
+    fut: impl Future<Output = T>,
+    deadline: Instant,
+    alive: Option<&Receiver<()>>,
+) -> Result<T, Stop> {
+    let limit = async {
+        rt::sleep_until(deadline).await;
+        Err(Stop::Timeout)
+    };
+    let gone = async {
+        match alive {
+            // Nothing is ever sent: `recv` returns when every sender is dropped.
+            Some(rx) => {
+                let _ = rx.recv().await;
+                Err(Stop::Cancelled)
+            }
+            None => std::future::pending().await,
+        }
+    };
+    rt::race(async { Ok(fut.await) }, rt::race(limit, gone)).await
+}
+
+/// Reads stdout until the head is complete; returns it and the body bytes read with it.
+async fn read_head(stdout: &mut ChildStdout, opts: &HeadOptions) -> Result<(Head, Bytes), Stop> {
+    let mut buf: Vec<u8> = Vec::with_capacity(HEAD_READ);
+    loop {
+        let old = buf.len();
+        buf.resize(old + HEAD_READ, 0);
+        let n = match stdout.read(buf.get_mut(old..).unwrap_or_default()).await {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                buf.truncate(old);
+                continue;
+            }
+            Err(e) => return Err(Stop::Failed(format!("reading its output: {e}"))),
+        };
+        buf.truncate(old + n);
+        if n == 0 {
+            return Err(Stop::Failed(if buf.is_empty() {
+                // CGI-6.1-1, CGI-AMB-10: a script always produces a non-empty response.
+                "exited without output (CGI-AMB-10)".into()
+            } else {
+                format!(
+                    "malformed response head: {}",
+                    response::Error::UnexpectedEof
+                )
+            }));
+        }
+        match response::parse_head(&buf, opts.nph, &opts.limits) {
+            Ok(Status::Partial) => {}
+            Ok(Status::Complete((head, used))) => {
+                let head = build_head(&head, opts).map_err(Stop::Failed)?;
+                let rest = Bytes::copy_from_slice(buf.get(used..).unwrap_or_default());
+                return Ok((head, rest));
+            }
+            // CGI-AMB-6, CGI-3.1-4: the parser's clause goes into the message.
+            Err(e) => return Err(Stop::Failed(format!("malformed response head: {e}"))),
+        }
+    }
+}
+
+/// The client-side head for a parsed script head.
+fn build_head(h: &ResponseHead<'_>, opts: &HeadOptions) -> Result<Head, String> {
+    let streamed = if opts.head_only {
+        // CGI-4.3.3-2: a body sent for HEAD is discarded.
+        BodyMode::Discard
+    } else {
+        BodyMode::Stream
+    };
+    let mut headers = HeaderMap::new();
+    if opts.nph {
+        // CGI-5.2-4: relayed as they are, as far as the HTTP layer lets us. It frames the
+        // body and owns the connection, so hop-by-hop fields are its business;
+        // Content-Length is kept and used for framing.
+        let code = h.status.unwrap_or(200);
+        let status = StatusCode::from_u16(code)
+            .ok()
+            .filter(|s| !s.is_informational())
+            .ok_or_else(|| format!("NPH status {code} cannot be relayed"))?;
+        for &(name, value) in &h.headers {
+            if name.eq_ignore_ascii_case(b"Transfer-Encoding") {
+                return Err("NPH script sent Transfer-Encoding, which cannot be relayed".into());
+            }
+            if response::is_server_owned(name) && !name.eq_ignore_ascii_case(b"Content-Length") {
+                continue;
+            }
+            append(&mut headers, name, value)?;
+        }
+        return Ok(Head::Response {
+            status,
+            headers,
+            body: streamed,
+        });
+    }
+    let kind = h
+        .kind()
+        .map_err(|e| format!("malformed response head: {e}"))?;
+    if kind == ResponseKind::LocalRedirect {
+        // CGI-6.2.2-3: the dispatcher serves the target; the rest is discarded.
+        let location = h.location.ok_or("local redirect without Location")?;
+        return Ok(Head::LocalRedirect(Bytes::copy_from_slice(location)));
+    }
+    let code = h.status_code();
+    let status =
+        StatusCode::from_u16(code).map_err(|_| format!("status {code} cannot be relayed"))?;
+    if let Some(location) = h.location {
+        append(&mut headers, header::LOCATION.as_str().as_bytes(), location)?;
+    }
+    if let Some(content_type) = h.content_type {
+        append(
+            &mut headers,
+            header::CONTENT_TYPE.as_str().as_bytes(),
+            content_type,
+        )?;
+    }
+    for &(name, value) in &h.headers {
+        // CGI-RW-8, CGI-6.3.4-4: the server frames the body and owns the connection.
+        if response::is_server_owned(name) {
+            continue;
+        }
+        append(&mut headers, name, value)?;
+    }
+    let body = match kind {
+        // CGI-6.2.3-2: a client redirect has no body; whatever follows is discarded.
+        ResponseKind::ClientRedirect if opts.head_only => BodyMode::Discard,
+        ResponseKind::ClientRedirect => BodyMode::Empty,
+        _ => streamed,
+    };
+    Ok(Head::Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// Appends a field, keeping duplicates (several `Set-Cookie`) in order.
+fn append(headers: &mut HeaderMap, name: &[u8], value: &[u8]) -> Result<(), String> {
+    let shown = || String::from_utf8_lossy(name).into_owned();
+    let name =
+        HeaderName::from_bytes(name).map_err(|_| format!("invalid field name {}", shown()))?;
+    let value = HeaderValue::from_bytes(value)
+        .map_err(|_| format!("invalid value of field {}", name.as_str()))?;
+    headers.append(name, value);
+    Ok(())
+}
+
+/// Streams the body: `rest` first, then stdout in bounded chunks, each sent only when
+/// the client has room (backpressure), then the end mark.
+async fn pump(stdout: &mut ChildStdout, rest: Bytes, chunks: &Sender<Msg>) -> Result<(), Stop> {
+    if !rest.is_empty() {
+        chunks
+            .send(Msg::Data(rest))
+            .await
+            .map_err(|_| Stop::Cancelled)?;
+    }
+    loop {
+        let mut buf = vec![0u8; OUTPUT_CHUNK];
+        let n = match stdout.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Stop::Failed(format!("reading its output: {e}"))),
+        };
+        let data = if n < OUTPUT_CHUNK / 4 {
+            // Do not pin a whole chunk's allocation for a few bytes.
+            Bytes::copy_from_slice(buf.get(..n).unwrap_or_default())
+        } else {
+            buf.truncate(n);
+            Bytes::from(buf)
+        };
+        chunks
+            .send(Msg::Data(data))
+            .await
+            .map_err(|_| Stop::Cancelled)?;
+    }
+    chunks.send(Msg::End).await.map_err(|_| Stop::Cancelled)
+}
+
+/// Reads stdout to its end and throws it away (CGI-RW-9, CGI-4.3.3-2).
+async fn discard(stdout: &mut ChildStdout) {
+    let mut buf = vec![0u8; OUTPUT_CHUNK];
+    loop {
+        match stdout.read(&mut buf).await {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// The response body: chunks until the end mark; a channel closed without it (time
+/// limit, script killed, read error) is an error, so the listener cuts the connection
+/// instead of ending the body cleanly. Holds `alive` so that dropping the body tells the
+/// supervisor the client is gone.
+fn output(
+    chunks: Receiver<Msg>,
+    alive: Sender<()>,
+) -> impl futures_lite::Stream<Item = io::Result<Bytes>> + Send + 'static {
+    futures_lite::stream::unfold(Some((chunks, alive)), |state| async move {
+        let (chunks, alive) = state?;
+        match chunks.recv().await {
+            Ok(Msg::Data(data)) => Some((Ok(data), Some((chunks, alive)))),
+            Ok(Msg::End) => None,
+            Err(_) => Some((
+                Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "CGI script output cut short",
+                )),
+                None,
+            )),
+        }
+    })
+}
+
+/// Writes the request body into the script's stdin, concurrently with the rest of the
+/// run, and closes it. A script that exits (or closes stdin) without reading it all is
+/// not an error (EPIPE is expected, CGI-4.2-6).
+async fn feed_stdin(mut stdin: ChildStdin, input: Input, stop: Receiver<()>, name: Arc<str>) {
+    let feed = async {
+        match input {
+            Input::Stream(mut body) => {
+                while let Some(chunk) = body.chunk().await {
+                    match chunk {
+                        Ok(chunk) => stdin.write_all(&chunk).await?,
+                        Err(e) => {
+                            log::debug!("{name}: request body ended early: {e}");
+                            break;
+                        }
+                    }
+                }
+            }
+            Input::Memory(chunks) => {
+                for chunk in chunks {
+                    stdin.write_all(&chunk).await?;
+                }
+            }
+            Input::None | Input::File(_) => {}
+        }
+        stdin.close().await
+    };
+    let stopped = async {
+        let _ = stop.recv().await;
+        Ok(())
+    };
+    match rt::race(feed, stopped).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+            log::debug!("{name}: did not read all of its input");
+        }
+        Err(e) => log::debug!("{name}: writing its input: {e}"),
+    }
+}
+
+/// Logs the script's stderr line by line until it closes, so a chatty script never
+/// blocks on a full pipe.
+async fn log_stderr(mut stderr: ChildStderr, name: Arc<str>) {
+    let mut pending: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 8192];
+    loop {
+        let n = match stderr.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        pending.extend_from_slice(buf.get(..n).unwrap_or_default());
+        while let Some(i) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=i).collect();
+            log_line(&name, &line);
+        }
+        if pending.len() > MAX_LOG_LINE {
+            log_line(&name, &pending);
+            pending.clear();
+        }
+    }
+    if !pending.is_empty() {
+        log_line(&name, &pending);
+    }
+}
+
+fn log_line(name: &str, line: &[u8]) {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    log::warn!("{name}: {}", String::from_utf8_lossy(line));
+}
+
+#[cfg(test)]
+mod tests {
+    //! Real scripts from `fixtures/cgi/`, driven through [`CgiBackend::call`]. Tests named
+    //! `cgi_*` check the clause of `shared/specs/cgi.md` in their name.
+
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::sync::{Mutex, OnceLock};
+
+    use http::Version;
+
+    use crate::model::Endpoint;
+
+    const MIB: usize = 1024 * 1024;
+
+    fn fixtures() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/cgi")
+    }
+
+    fn canonical_fixtures() -> PathBuf {
+        fs::canonicalize(fixtures()).expect("fixtures/cgi exists")
+    }
+
+    fn settings(root: PathBuf) -> Cgi {
+        Cgi {
+            root,
+            timeout: Duration::from_secs(30),
+            index: vec!["index.cgi".into()],
+            pass_env: vec!["PATH".into(), "LANG".into()],
+            env: Vec::new(),
+            max_concurrent: 64,
+            search_args: false,
+            spool_memory: MIB,
+            pass_authorization: false,
+            header_policy: HeaderPolicy::Strict,
+            nph: true,
+            max_header_bytes: 64 * 1024,
+            script_filename: false,
+        }
+    }
+
+    fn backend_with(s: Cgi) -> CgiBackend {
+        let server = ServerInfo {
+            name: "portico.test".into(),
+            software: "portico/test".into(),
+        };
+        CgiBackend::new(
+            Arc::new(s),
+            Arc::new(server),
+            Stats::new(Vec::<String>::new()),
+        )
+    }
+
+    fn backend() -> CgiBackend {
+        backend_with(settings(fixtures()))
+    }
+
+    fn route() -> RouteMatch {
+        RouteMatch {
+            name: "cgi".into(),
+            base: Bytes::from_static(b"/cgi-bin"),
+        }
+    }
+
+    fn request(method: Method, target: &str) -> Request {
+        let mut req = Request::new(method, target.as_bytes());
+        req.local = Endpoint {
+            addr: "127.0.0.1".into(),
+            port: Some(8080),
+        };
+        req.peer = Endpoint {
+            addr: "192.0.2.7".into(),
+            port: Some(50123),
+        };
+        req
+    }
+
+    fn get(target: &str) -> Request {
+        request(Method::GET, target)
+    }
+
+    fn call(b: &CgiBackend, req: Request) -> Result<Reply, BackendError> {
+        rt::block_on(b.call(req, &route()))
+    }
+
+    fn response(r: Result<Reply, BackendError>) -> Response {
+        match r {
+            Ok(Reply::Response(resp)) => resp,
+            other => panic!("expected a response, got {other:?}"),
+        }
+    }
+
+    async fn read_all(body: &mut Body) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        while let Some(chunk) = body.chunk().await {
+            out.extend_from_slice(&chunk?);
+        }
+        Ok(out)
+    }
+
+    /// The response and its body as text.
+    fn fetch(b: &CgiBackend, req: Request) -> (Response, String) {
+        let mut resp = response(call(b, req));
+        let body = rt::block_on(read_all(&mut resp.body)).expect("complete body");
+        (resp, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    fn parse_env(text: &str) -> BTreeMap<String, String> {
+        text.lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+
+    fn env_with(b: &CgiBackend, req: Request) -> BTreeMap<String, String> {
+        let (resp, text) = fetch(b, req);
+        assert_eq!(resp.status, StatusCode::OK, "{text}");
+        parse_env(&text)
+    }
+
+    fn env_of(target: &str) -> BTreeMap<String, String> {
+        env_with(&backend(), get(target))
+    }
+
+    fn header<'a>(resp: &'a Response, name: &str) -> Option<&'a str> {
+        resp.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn chunked_body(data: Vec<u8>, piece: usize, len: Option<u64>) -> Body {
+        let data = Bytes::from(data);
+        let pieces: Vec<io::Result<Bytes>> = (0..data.len())
+            .step_by(piece)
+            .map(|i| Ok(data.slice(i..(i + piece).min(data.len()))))
+            .collect();
+        Body::from_stream(len, futures_lite::stream::iter(pieces))
+    }
+
+    /// Deterministic, not very compressible test data.
+    fn test_data(n: usize) -> Vec<u8> {
+        let mut x: u32 = 0x1234_5678;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect()
+    }
+
+    fn md5_of(data: &[u8]) -> String {
+        use std::io::Write;
+        let mut child = std::process::Command::new("md5sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("md5sum runs");
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(data)
+            .expect("write to md5sum");
+        let out = child.wait_with_output().expect("md5sum output");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    // ---- /proc helpers -----------------------------------------------------------------
+
+    /// (state, ppid, pgrp) of a process.
+    fn proc_stat(pid: i32) -> Option<(char, i32, i32)> {
+        let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest = s.get(s.rfind(')')? + 2..)?;
+        let mut it = rest.split_whitespace();
+        let state = it.next()?.chars().next()?;
+        let ppid = it.next()?.parse().ok()?;
+        let pgrp = it.next()?.parse().ok()?;
+        Some((state, ppid, pgrp))
+    }
+
+    fn all_pids() -> Vec<i32> {
+        fs::read_dir("/proc")
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Processes of group `pgid` that are still alive (zombies excluded).
+    fn live_in_group(pgid: i32) -> Vec<i32> {
+        all_pids()
+            .into_iter()
+            .filter(|&p| matches!(proc_stat(p), Some((st, _, g)) if g == pgid && st != 'Z'))
+            .collect()
+    }
+
+    /// Zombie children of this test process.
+    fn our_zombies() -> Vec<i32> {
+        let me = i32::try_from(std::process::id()).unwrap_or(0);
+        all_pids()
+            .into_iter()
+            .filter(|&p| matches!(proc_stat(p), Some(('Z', ppid, _)) if ppid == me))
+            .collect()
+    }
+
+    fn eventually(limit: Duration, mut ok: impl FnMut() -> bool) -> bool {
+        let end = Instant::now() + limit;
+        loop {
+            if ok() {
+                return true;
+            }
+            if Instant::now() > end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A backend whose scripts write their "leader other" pids to a file in a fresh
+    /// temporary directory.
+    fn pid_backend(timeout: Duration) -> (CgiBackend, tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pidfile = dir.path().join("pids");
+        let mut s = settings(fixtures());
+        s.timeout = timeout;
+        s.env = vec![("PIDFILE".into(), pidfile.display().to_string())];
+        (backend_with(s), dir, pidfile)
+    }
+
+    fn read_pids(pidfile: &Path) -> Vec<i32> {
+        assert!(
+            eventually(Duration::from_secs(10), || pidfile.exists()),
+            "script never wrote {}",
+            pidfile.display()
+        );
+        fs::read_to_string(pidfile)
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
+
+    /// Every process of the script's group is dead. (A pid alone is not checked: once
+    /// reaped it may be reused, even as a thread id of this test process.)
+    fn assert_group_gone(pids: &[i32]) {
+        let leader = *pids.first().expect("leader pid");
+        assert!(
+            eventually(Duration::from_secs(5), || live_in_group(leader).is_empty()
+                && live_in_group(leader).is_empty()),
+            "group {leader} still has live processes: {:?}",
+            live_in_group(leader)
+        );
+    }
+
+    // ---- a log capture for the stderr test ----------------------------------------------
+
+    struct Capture;
+    static CAPTURED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    static CAPTURE: Capture = Capture;
+
+    impl log::Log for Capture {
+        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record<'_>) {
+            let line = record.args().to_string();
+            if record.target() == "portico::backend::cgi"
+                && record.level() == log::Level::Warn
+                && line.contains("line")
+                && let Ok(mut lines) = CAPTURED.lock()
+            {
+                lines.push(line);
+            }
+        }
+        fn flush(&self) {}
+    }
+
+    /// Installs the capture logger; false when another logger got there first.
+    fn capture_logs() -> bool {
+        static INSTALLED: OnceLock<bool> = OnceLock::new();
+        *INSTALLED.get_or_init(|| {
+            let ok = log::set_logger(&CAPTURE).is_ok();
+            if ok {
+                log::set_max_level(log::LevelFilter::Warn);
+            }
+            ok
+        })
+    }
+
+    // ---- meta-variables (RFC 3875 §4.1) --------------------------------------------------
+
+    #[test]
+    fn cgi_4_1_4_gateway_interface() {
+        assert_eq!(env_of("/cgi-bin/env.cgi")["GATEWAY_INTERFACE"], "CGI/1.1");
+    }
+
+    #[test]
+    fn cgi_4_1_5_path_info() {
+        let env = env_of("/cgi-bin/env.cgi/a%20b/C");
+        assert_eq!(env["PATH_INFO"], "/a b/C");
+        assert_eq!(env["SCRIPT_NAME"], "/cgi-bin/env.cgi");
+    }
+
+    #[test]
+    fn cgi_4_1_5_3_trailing_slash_is_path_info_slash() {
+        let env = env_of("/cgi-bin/env.cgi/");
+        assert_eq!(env["PATH_INFO"], "/");
+        let root = canonical_fixtures().display().to_string();
+        assert_eq!(env["PATH_TRANSLATED"], format!("{root}/"));
+    }
+
+    #[test]
+    fn cgi_4_1_6_path_translated() {
+        let env = env_of("/cgi-bin/env.cgi/this%2eis%2epath%3binfo");
+        assert_eq!(env["PATH_INFO"], "/this.is.path;info");
+        let root = canonical_fixtures().display().to_string();
+        assert_eq!(env["PATH_TRANSLATED"], format!("{root}/this.is.path;info"));
+    }
+
+    #[test]
+    fn cgi_4_1_6_7_no_path_info_no_path_translated() {
+        let env = env_of("/cgi-bin/env.cgi");
+        assert!(!env.contains_key("PATH_INFO"), "{env:?}");
+        assert!(!env.contains_key("PATH_TRANSLATED"), "{env:?}");
+    }
+
+    #[test]
+    fn cgi_4_1_7_query_string_raw() {
+        assert_eq!(
+            env_of("/cgi-bin/env.cgi?a=1%202&b=%26")["QUERY_STRING"],
+            "a=1%202&b=%26"
+        );
+        // CGI-4.1.7-3: always set, empty without a query.
+        assert_eq!(env_of("/cgi-bin/env.cgi")["QUERY_STRING"], "");
+    }
+
+    #[test]
+    fn cgi_4_1_8_remote_addr() {
+        let env = env_of("/cgi-bin/env.cgi");
+        assert_eq!(env["REMOTE_ADDR"], "192.0.2.7");
+        assert_eq!(env["REMOTE_PORT"], "50123");
+    }
+
+    #[test]
+    fn cgi_4_1_12_request_method() {
+        let method = Method::from_bytes(b"PATCH").expect("token");
+        let env = env_with(&backend(), request(method, "/cgi-bin/env.cgi"));
+        assert_eq!(env["REQUEST_METHOD"], "PATCH");
+    }
+
+    #[test]
+    fn cgi_4_1_13_script_name() {
+        assert_eq!(
+            env_of("/cgi-bin/env.cgi")["SCRIPT_NAME"],
+            "/cgi-bin/env.cgi"
+        );
+        // CGI-4.1.13-4: no part of PATH_INFO.
+        assert_eq!(
+            env_of("/cgi-bin/env.cgi/x/y")["SCRIPT_NAME"],
+            "/cgi-bin/env.cgi"
+        );
+    }
+
+    #[test]
+    fn cgi_4_1_14_server_name() {
+        let mut req = get("/cgi-bin/env.cgi");
+        req.headers
+            .insert(header::HOST, HeaderValue::from_static("example.org:8080"));
+        assert_eq!(env_with(&backend(), req)["SERVER_NAME"], "example.org");
+        // CGI-AMB-11: without Host, the configured name.
+        assert_eq!(env_of("/cgi-bin/env.cgi")["SERVER_NAME"], "portico.test");
+    }
+
+    #[test]
+    fn cgi_4_1_15_server_port() {
+        assert_eq!(env_of("/cgi-bin/env.cgi")["SERVER_PORT"], "8080");
+    }
+
+    #[test]
+    fn cgi_4_1_16_server_protocol() {
+        assert_eq!(env_of("/cgi-bin/env.cgi")["SERVER_PROTOCOL"], "HTTP/1.1");
+        let mut req = get("/cgi-bin/env.cgi");
+        req.version = Version::HTTP_10;
+        assert_eq!(env_with(&backend(), req)["SERVER_PROTOCOL"], "HTTP/1.0");
+    }
+
+    #[test]
+    fn cgi_4_1_17_server_software() {
+        assert_eq!(
+            env_of("/cgi-bin/env.cgi")["SERVER_SOFTWARE"],
+            "portico/test"
+        );
+    }
+
+    #[test]
+    fn cgi_4_1_18_http_headers() {
+        let mut req = get("/cgi-bin/env.cgi");
+        req.headers
+            .insert("x-foo-bar", HeaderValue::from_static("baz"));
+        req.headers
+            .append(header::ACCEPT, HeaderValue::from_static("text/html"));
+        req.headers
+            .append(header::ACCEPT, HeaderValue::from_static("*/*"));
+        let env = env_with(&backend(), req);
+        assert_eq!(env["HTTP_X_FOO_BAR"], "baz");
+        assert_eq!(env["HTTP_ACCEPT"], "text/html, */*");
+    }
+
+    #[test]
+    fn cgi_rw_6_no_http_proxy() {
+        let mut req = get("/cgi-bin/env.cgi");
+        req.headers
+            .insert("proxy", HeaderValue::from_static("http://evil.example/"));
+        let env = env_with(&backend(), req);
+        assert!(!env.contains_key("HTTP_PROXY"), "{env:?}");
+    }
+
+    #[test]
+    fn cgi_9_2_1_no_authorization_by_default() {
+        let mut req = get("/cgi-bin/env.cgi");
+        req.headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic eDp5"),
+        );
+        let env = env_with(&backend(), req);
+        assert!(!env.contains_key("HTTP_AUTHORIZATION"), "{env:?}");
+    }
+
+    #[test]
+    fn cgi_rw_5_pass_authorization_when_configured() {
+        let mut s = settings(fixtures());
+        s.pass_authorization = true;
+        let mut req = get("/cgi-bin/env.cgi");
+        req.headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic eDp5"),
+        );
+        let env = env_with(&backend_with(s), req);
+        assert_eq!(env["HTTP_AUTHORIZATION"], "Basic eDp5");
+    }
+
+    #[test]
+    fn cgi_amb_7_strict_policy_drops_underscore_headers() {
+        let mut req = get("/cgi-bin/env.cgi");
+        req.headers
+            .insert("x_foo", HeaderValue::from_static("evil"));
+        req.headers
+            .insert("x-foo", HeaderValue::from_static("good"));
+        let env = env_with(&backend(), req);
+        assert_eq!(env["HTTP_X_FOO"], "good");
+    }
+
+    #[test]
+    fn cgi_amb_7_map_policy_collision_is_bad_request() {
+        let mut s = settings(fixtures());
+        s.header_policy = HeaderPolicy::Map;
+        let mut req = get("/cgi-bin/env.cgi");
+        req.headers
+            .insert("x_foo", HeaderValue::from_static("evil"));
+        req.headers
+            .insert("x-foo", HeaderValue::from_static("good"));
+        let r = call(&backend_with(s), req);
+        assert!(matches!(r, Err(BackendError::BadRequest(_))), "{r:?}");
+    }
+
+    #[test]
+    fn cgi_4_1_2_content_length_of_known_body() {
+        let mut req = request(Method::POST, "/cgi-bin/env.cgi");
+        req.body = Body::full(&b"hello"[..]);
+        assert_eq!(env_with(&backend(), req)["CONTENT_LENGTH"], "5");
+    }
+
+    #[test]
+    fn cgi_amb_4_no_content_length_without_body() {
+        assert!(!env_of("/cgi-bin/env.cgi").contains_key("CONTENT_LENGTH"));
+    }
+
+    #[test]
+    fn cgi_amb_4_content_length_zero_for_empty_framed_body() {
+        let mut req = request(Method::POST, "/cgi-bin/env.cgi");
+        req.body = Body::empty();
+        assert_eq!(env_with(&backend(), req)["CONTENT_LENGTH"], "0");
+    }
+
+    #[test]
+    fn cgi_4_1_3_content_type() {
+        let mut req = request(Method::POST, "/cgi-bin/env.cgi");
+        req.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        req.body = Body::full(&b"a=1"[..]);
+        let env = env_with(&backend(), req);
+        assert_eq!(env["CONTENT_TYPE"], "application/x-www-form-urlencoded");
+        assert!(!env.contains_key("HTTP_CONTENT_TYPE"));
+    }
+
+    #[test]
+    fn cgi_rw_1_document_root_and_script_filename() {
+        let env = env_of("/cgi-bin/env.cgi/x");
+        let root = canonical_fixtures().display().to_string();
+        assert_eq!(env["DOCUMENT_ROOT"], root);
+        assert_eq!(env["SCRIPT_FILENAME"], format!("{root}/env.cgi"));
+        assert_eq!(env["REQUEST_URI"], "/cgi-bin/env.cgi/x");
+    }
+
+    #[test]
+    fn cgi_7_2_3_working_directory_is_the_scripts() {
+        let (resp, _) = fetch(&backend(), get("/cgi-bin/env.cgi"));
+        let root = canonical_fixtures().display().to_string();
+        assert_eq!(header(&resp, "x-cwd"), Some(root.as_str()));
+    }
+
+    #[test]
+    fn cgi_9_5_scrubbed_environment() {
+        let mut s = settings(fixtures());
+        s.env = vec![("X_SITE".into(), "portico".into())];
+        let env = env_with(&backend_with(s), get("/cgi-bin/env.cgi"));
+        assert_eq!(env["X_SITE"], "portico");
+        assert_eq!(
+            env.get("PATH").map(String::as_str),
+            std::env::var("PATH").ok().as_deref()
+        );
+        // Nothing else of the test process's environment.
+        for leaked in [
+            "HOME",
+            "CARGO_MANIFEST_DIR",
+            "CARGO_PKG_NAME",
+            "RUST_TEST_THREADS",
+        ] {
+            assert!(!env.contains_key(leaked), "{leaked} leaked: {env:?}");
+        }
+        let allowed = |k: &str| {
+            k.starts_with("HTTP_")
+                || ["PATH", "LANG", "X_SITE", "PWD", "SHLVL", "_"].contains(&k)
+                || k.chars().all(|c| c.is_ascii_uppercase() || c == '_')
+        };
+        assert!(env.keys().all(|k| allowed(k)), "{env:?}");
+    }
+
+    #[test]
+    fn cgi_rw_2_redirect_status_set() {
+        assert_eq!(env_of("/cgi-bin/env.cgi")["REDIRECT_STATUS"], "200");
+    }
+
+    /// Descriptors of this process that a child inherits (no `FD_CLOEXEC`), above 2.
+    fn inheritable_fds() -> Vec<u32> {
+        let mut fds: Vec<u32> = fs::read_dir("/proc/self/fd")
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        fds.retain(|&fd| {
+            fd > 2
+                && fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).is_ok_and(|info| {
+                    info.lines()
+                        .find_map(|l| l.strip_prefix("flags:"))
+                        .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
+                        .is_some_and(|flags| flags & 0o2000000 == 0)
+                })
+        });
+        fds
+    }
+
+    #[test]
+    fn cgi_t_23_no_portico_descriptors_leak() {
+        // A spooled body makes portico hold a temporary file; a streamed one, pipes.
+        let mut req = request(Method::POST, "/cgi-bin/fds.cgi");
+        req.body = chunked_body(test_data(2 * MIB), 4096, None);
+        let (resp, text) = fetch(&backend(), req);
+        assert_eq!(resp.status, StatusCode::OK);
+        let inherited = inheritable_fds();
+        let extra: Vec<u32> = text
+            .split_whitespace()
+            .filter_map(|f| f.parse().ok())
+            .filter(|fd| *fd > 2 && !inherited.contains(fd))
+            .collect();
+        // Only the script's own directory handle.
+        assert_eq!(
+            extra.len(),
+            1,
+            "script saw {text:?}; inherited from the test: {inherited:?}"
+        );
+    }
+
+    #[test]
+    fn examples_run() {
+        let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/cgi-bin");
+        let b = backend_with(settings(examples.clone()));
+        let (resp, text) = fetch(&b, get("/cgi-bin/hello.sh/x"));
+        assert_eq!(resp.status, StatusCode::OK);
+        assert!(text.contains("GET /cgi-bin/hello.sh/x"), "{text}");
+        let env = env_with(&b, get("/cgi-bin/env.pl"));
+        assert_eq!(env["SCRIPT_NAME"], "/cgi-bin/env.pl");
+        let mut req = request(Method::POST, "/cgi-bin/form.py?q=get");
+        req.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        req.body = Body::full(&b"name=p%3Cb%3E"[..]);
+        let (resp, text) = fetch(&b, req);
+        assert_eq!(resp.status, StatusCode::OK);
+        assert!(text.contains("<td>q</td><td>get</td>"), "{text}");
+        assert!(text.contains("<td>name</td><td>p&lt;b&gt;</td>"), "{text}");
+        // build.rs compiles the C example whenever a C compiler is there.
+        let have_cc = std::process::Command::new("cc")
+            .arg("--version")
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if have_cc || examples.join("hello-c.cgi").exists() {
+            let (resp, text) = fetch(&b, get("/cgi-bin/hello-c.cgi/p?x=1"));
+            assert_eq!(resp.status, StatusCode::OK);
+            assert!(text.contains("PATH_INFO=/p\nQUERY_STRING=x=1"), "{text}");
+        }
+    }
+
+    // ---- command line (§4.4) -----------------------------------------------------------
+
+    fn args_with(search: bool, req: Request) -> Vec<String> {
+        let mut s = settings(fixtures());
+        s.search_args = search;
+        let (resp, text) = fetch(&backend_with(s), req);
+        assert_eq!(resp.status, StatusCode::OK);
+        text.lines().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn cgi_4_4_search_args_when_enabled() {
+        assert_eq!(
+            args_with(true, get("/cgi-bin/args.cgi?a+b%20c")),
+            ["a", "b c"]
+        );
+        // CGI-4.4-1: `=` means not indexed; POST is never indexed.
+        assert!(args_with(true, get("/cgi-bin/args.cgi?a=b")).is_empty());
+        assert!(args_with(true, request(Method::POST, "/cgi-bin/args.cgi?a+b")).is_empty());
+    }
+
+    #[test]
+    fn cgi_amb_9_no_search_args_by_default() {
+        assert!(args_with(false, get("/cgi-bin/args.cgi?a+b")).is_empty());
+    }
+
+    #[test]
+    fn cgi_rw_12_no_option_like_args() {
+        assert!(args_with(true, get("/cgi-bin/args.cgi?-s")).is_empty());
+        assert!(args_with(true, get("/cgi-bin/args.cgi?a+%2Dd")).is_empty());
+    }
+
+    // ---- script resolution and refusals -------------------------------------------------
+
+    fn refused(target: &str) -> BackendError {
+        match call(&backend(), get(target)) {
+            Err(e) => e,
+            Ok(r) => panic!("{target} was served: {r:?}"),
+        }
+    }
+
+    #[test]
+    fn cgi_9_8_1_dot_segments_refused() {
+        for target in [
+            "/cgi-bin/../cgi-bin/env.cgi",
+            "/cgi-bin/sub/../env.cgi",
+            "/cgi-bin/%2e%2e/cgi/env.cgi",
+            "/cgi-bin/sub/%2E%2E/env.cgi",
+            "/cgi-bin/./env.cgi",
+            "/cgi-bin/env.cgi/../../etc/passwd",
+        ] {
+            assert!(
+                matches!(refused(target), BackendError::NotFound(_)),
+                "{target}"
+            );
+        }
+    }
+
+    #[test]
+    fn cgi_amb_13_encoded_slash_refused() {
+        for target in ["/cgi-bin/sub%2Findex.cgi", "/cgi-bin/env.cgi/a%2fb"] {
+            assert!(
+                matches!(refused(target), BackendError::NotFound(_)),
+                "{target}"
+            );
+        }
+    }
+
+    #[test]
+    fn cgi_7_2_4_nul_and_line_breaks_refused() {
+        for target in [
+            "/cgi-bin/env.cgi%00.txt",
+            "/cgi-bin/env.cgi/a%00b",
+            "/cgi-bin/env.cgi/a%0d%0aSet-Cookie:x",
+            "/cgi-bin/env%0a.cgi",
+        ] {
+            assert!(
+                matches!(refused(target), BackendError::NotFound(_)),
+                "{target}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_script_not_found() {
+        assert!(matches!(
+            refused("/cgi-bin/no-such.cgi"),
+            BackendError::NotFound(_)
+        ));
+        assert!(matches!(
+            refused("/cgi-bin/sub/no-such.cgi/x"),
+            BackendError::NotFound(_)
+        ));
+    }
+
+    #[test]
+    fn non_executable_forbidden() {
+        assert!(matches!(
+            refused("/cgi-bin/noexec.cgi"),
+            BackendError::Forbidden(_)
+        ));
+    }
+
+    #[test]
+    fn symlinks_out_of_the_root_forbidden() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let outside = fixtures().join("env.cgi");
+        std::os::unix::fs::symlink(&outside, root.path().join("out.cgi")).expect("symlink");
+        std::os::unix::fs::symlink(fixtures(), root.path().join("outdir")).expect("symlink");
+        std::os::unix::fs::symlink("/", root.path().join("slash")).expect("symlink");
+        fs::create_dir(root.path().join("in")).expect("mkdir");
+        fs::copy(&outside, root.path().join("in/env.cgi")).expect("copy");
+        std::os::unix::fs::symlink("in/env.cgi", root.path().join("inside.cgi")).expect("symlink");
+        let b = backend_with(settings(root.path().to_path_buf()));
+        for target in [
+            "/cgi-bin/out.cgi",
+            "/cgi-bin/outdir/env.cgi",
+            "/cgi-bin/slash/bin/sh",
+        ] {
+            let r = call(&b, get(target));
+            assert!(
+                matches!(r, Err(BackendError::Forbidden(_))),
+                "{target}: {r:?}"
+            );
+        }
+        // A symlink that stays inside the root is fine.
+        let env = env_with(&b, get("/cgi-bin/inside.cgi/p"));
+        assert_eq!(env["SCRIPT_NAME"], "/cgi-bin/inside.cgi");
+        assert_eq!(env["PATH_INFO"], "/p");
+    }
+
+    #[test]
+    fn non_regular_file_forbidden() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let fifo = root.path().join("fifo.cgi");
+        let made = std::process::Command::new("mkfifo")
+            .arg("-m")
+            .arg("755")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo runs");
+        assert!(made.success());
+        let r = call(
+            &backend_with(settings(root.path().to_path_buf())),
+            get("/cgi-bin/fifo.cgi"),
+        );
+        assert!(matches!(r, Err(BackendError::Forbidden(_))), "{r:?}");
+    }
+
+    #[test]
+    fn index_script_in_subdirectory() {
+        for target in ["/cgi-bin/sub/", "/cgi-bin/sub"] {
+            let (resp, text) = fetch(&backend(), get(target));
+            assert_eq!(resp.status, StatusCode::OK);
+            assert_eq!(text, "index of sub: /cgi-bin/sub/index.cgi|\n", "{target}");
+        }
+        // Its working directory is its own.
+        let env = env_of("/cgi-bin/sub/index.cgi/more");
+        assert_eq!(env.len(), 0, "index.cgi prints no variables");
+    }
+
+    #[test]
+    fn directory_without_index_forbidden() {
+        let root = tempfile::tempdir().expect("tempdir");
+        fs::create_dir(root.path().join("empty")).expect("mkdir");
+        let r = call(
+            &backend_with(settings(root.path().to_path_buf())),
+            get("/cgi-bin/empty/"),
+        );
+        assert!(matches!(r, Err(BackendError::Forbidden(_))), "{r:?}");
+    }
+
+    #[test]
+    fn script_filename_mode_stays_inside_the_root() {
+        let mut s = settings(fixtures());
+        s.script_filename = true;
+        let b = backend_with(s);
+        let file = canonical_fixtures().join("env.cgi");
+        let mut req = get("/anything");
+        req.params = vec![
+            (
+                Bytes::from_static(b"SCRIPT_FILENAME"),
+                Bytes::from(file.display().to_string()),
+            ),
+            (
+                Bytes::from_static(b"SCRIPT_NAME"),
+                Bytes::from_static(b"/app.cgi"),
+            ),
+            (Bytes::from_static(b"PATH_INFO"), Bytes::from_static(b"/x")),
+        ];
+        let env = env_with(&b, req);
+        assert_eq!(env["SCRIPT_NAME"], "/app.cgi");
+        assert_eq!(env["PATH_INFO"], "/x");
+        let mut req = get("/anything");
+        req.params = vec![(
+            Bytes::from_static(b"SCRIPT_FILENAME"),
+            Bytes::from_static(b"/bin/sh"),
+        )];
+        let r = call(&b, req);
+        assert!(matches!(r, Err(BackendError::Forbidden(_))), "{r:?}");
+    }
+
+    // ---- responses (§5, §6) -------------------------------------------------------------
+
+    #[test]
+    fn cgi_6_2_1_document() {
+        let (resp, text) = fetch(&backend(), get("/cgi-bin/cookies.cgi"));
+        assert_eq!(resp.status, StatusCode::OK);
+        assert_eq!(header(&resp, "content-type"), Some("text/plain"));
+        assert_eq!(text, "cookies\n");
+    }
+
+    #[test]
+    fn cgi_6_3_3_status_and_rw_8_framing_fields_dropped() {
+        let (resp, text) = fetch(&backend(), get("/cgi-bin/status.cgi"));
+        assert_eq!(resp.status, StatusCode::NOT_FOUND);
+        assert_eq!(text, "nope\n");
+        assert_eq!(header(&resp, "x-extra"), Some("kept"));
+        for dropped in [
+            "content-length",
+            "connection",
+            "transfer-encoding",
+            "status",
+        ] {
+            assert!(resp.headers.get(dropped).is_none(), "{dropped} relayed");
+        }
+    }
+
+    #[test]
+    fn set_cookie_order_kept() {
+        let (resp, _) = fetch(&backend(), get("/cgi-bin/cookies.cgi"));
+        let cookies: Vec<&str> = resp
+            .headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        assert_eq!(cookies, ["a=1", "b=2", "c=3"]);
+        assert_eq!(header(&resp, "x-between"), Some("1"));
+    }
+
+    #[test]
+    fn cgi_6_2_2_local_redirect() {
+        match call(&backend(), get("/cgi-bin/local-redirect.cgi")) {
+            Ok(Reply::LocalRedirect(to)) => {
+                assert_eq!(to.as_ref(), b"/cgi-bin/env.cgi?from=redirect");
+            }
+            other => panic!("expected a local redirect, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn cgi_6_2_3_client_redirect() {
+        let (resp, text) = fetch(&backend(), get("/cgi-bin/client-redirect.cgi"));
+        assert_eq!(resp.status, StatusCode::FOUND);
+        assert_eq!(
+            header(&resp, "location"),
+            Some("http://example.org/elsewhere")
+        );
+        assert_eq!(text, "");
+    }
+
+    #[test]
+    fn cgi_6_2_4_client_redirect_with_document() {
+        let (resp, text) = fetch(&backend(), get("/cgi-bin/redirect-doc.cgi"));
+        assert_eq!(resp.status, StatusCode::MOVED_PERMANENTLY);
+        assert_eq!(header(&resp, "location"), Some("http://example.org/new"));
+        assert_eq!(header(&resp, "content-type"), Some("text/html"));
+        assert_eq!(text, "<a href=\"http://example.org/new\">moved</a>\n");
+    }
+
+    #[test]
+    fn cgi_5_2_4_nph_relayed() {
+        let (resp, text) = fetch(&backend(), get("/cgi-bin/nph-hello.cgi"));
+        assert_eq!(resp.status.as_u16(), 299);
+        assert_eq!(header(&resp, "x-nph"), Some("yes"));
+        // Location is an ordinary HTTP field of an NPH response, not a redirect.
+        assert_eq!(header(&resp, "location"), Some("/not-a-redirect"));
+        assert_eq!(header(&resp, "content-type"), Some("text/plain"));
+        assert!(resp.headers.get("connection").is_none());
+        assert_eq!(text, "nph body\n");
+    }
+
+    #[test]
+    fn cgi_4_3_3_head_discards_body() {
+        let (resp, text) = fetch(&backend(), request(Method::HEAD, "/cgi-bin/cookies.cgi"));
+        assert_eq!(resp.status, StatusCode::OK);
+        assert_eq!(header(&resp, "content-type"), Some("text/plain"));
+        assert_eq!(text, "");
+    }
+
+    #[test]
+    fn python_fixture_form_post() {
+        let mut req = request(Method::POST, "/cgi-bin/form.py?x=1");
+        req.body = Body::full(&b"a=1&b=2"[..]);
+        let (resp, text) = fetch(&backend(), req);
+        assert_eq!(resp.status, StatusCode::OK);
+        assert_eq!(text, "method=POST\nquery=x=1\nbody=a=1&b=2\n");
+    }
+
+    // ---- 502 ---------------------------------------------------------------------------
+
+    fn bad_gateway(b: &CgiBackend, target: &str) -> String {
+        match call(b, get(target)) {
+            Err(BackendError::BadGateway(msg)) => msg,
+            other => panic!("{target}: expected 502, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn cgi_amb_10_silent_script_is_bad_gateway() {
+        let msg = bad_gateway(&backend(), "/cgi-bin/silent.cgi");
+        assert!(msg.contains("CGI-AMB-10"), "{msg}");
+    }
+
+    #[test]
+    fn script_dying_before_head_is_bad_gateway() {
+        let msg = bad_gateway(&backend(), "/cgi-bin/die.cgi");
+        assert!(msg.contains("exit status: 3"), "{msg}");
+    }
+
+    #[test]
+    fn cgi_amb_6_output_ending_inside_head_is_bad_gateway() {
+        let msg = bad_gateway(&backend(), "/cgi-bin/half-head.cgi");
+        assert!(msg.contains("CGI-AMB-6"), "{msg}");
+    }
+
+    #[test]
+    fn cgi_6_3_3_malformed_head_names_the_clause() {
+        let msg = bad_gateway(&backend(), "/cgi-bin/malformed.cgi");
+        assert!(msg.contains("CGI-6.3-3"), "{msg}");
+    }
+
+    #[test]
+    fn cgi_8_1_1_head_over_the_limit_is_bad_gateway() {
+        let msg = bad_gateway(&backend(), "/cgi-bin/big-head.cgi");
+        assert!(msg.contains("CGI-8.1-1"), "{msg}");
+        // With a larger limit the same script is fine.
+        let mut s = settings(fixtures());
+        s.max_header_bytes = 256 * 1024;
+        let (resp, text) = fetch(&backend_with(s), get("/cgi-bin/big-head.cgi"));
+        assert_eq!(resp.status, StatusCode::OK);
+        assert_eq!(text, "body\n");
+    }
+
+    // ---- request bodies (§4.2) ---------------------------------------------------------
+
+    fn md5_reply(b: &CgiBackend, req: Request) -> String {
+        let (resp, text) = fetch(b, req);
+        assert_eq!(resp.status, StatusCode::OK, "{text}");
+        text.trim().to_owned()
+    }
+
+    #[test]
+    fn cgi_4_2_3_known_length_body_streamed() {
+        let data = test_data(5 * MIB + 123);
+        let want = format!("{} {}", md5_of(&data), data.len());
+        let mut req = request(Method::POST, "/cgi-bin/md5.cgi");
+        let len = data.len() as u64;
+        req.body = chunked_body(data, 64 * 1024, Some(len));
+        assert_eq!(md5_reply(&backend(), req), want);
+    }
+
+    #[test]
+    fn cgi_4_2_8_chunked_body_spooled_to_a_file() {
+        let data = test_data(5 * MIB + 7);
+        let want = format!("{} {}", md5_of(&data), data.len());
+        let mut req = request(Method::POST, "/cgi-bin/md5.cgi");
+        req.body = chunked_body(data, 32 * 1024 + 5, None);
+        assert_eq!(md5_reply(&backend(), req), want);
+    }
+
+    #[test]
+    fn cgi_4_2_8_chunked_body_spooled_in_memory() {
+        let data = test_data(100_000);
+        let want = format!("{} {}", md5_of(&data), data.len());
+        let mut req = request(Method::POST, "/cgi-bin/md5.cgi");
+        req.body = chunked_body(data, 1000, None);
+        assert_eq!(md5_reply(&backend(), req), want);
+    }
+
+    #[test]
+    fn chunked_body_over_the_listener_limit_is_too_large() {
+        let items: Vec<io::Result<Bytes>> = vec![
+            Ok(Bytes::from_static(b"abc")),
+            Err(io::Error::new(io::ErrorKind::FileTooLarge, "over")),
+        ];
+        let mut req = request(Method::POST, "/cgi-bin/md5.cgi");
+        req.body = Body::from_stream(None, futures_lite::stream::iter(items));
+        let r = call(&backend(), req);
+        assert!(matches!(r, Err(BackendError::BodyTooLarge)), "{r:?}");
+    }
+
+    #[test]
+    fn script_writing_before_reading_stdin_does_not_deadlock() {
+        let data = test_data(3 * MIB);
+        let want = format!("md5 {} {}", md5_of(&data), data.len());
+        let mut req = request(Method::POST, "/cgi-bin/write-first.cgi");
+        let len = data.len() as u64;
+        req.body = chunked_body(data, 64 * 1024, Some(len));
+        let (resp, text) = fetch(&backend(), req);
+        assert_eq!(resp.status, StatusCode::OK);
+        assert_eq!(text.len(), MIB + want.len() + 1);
+        assert_eq!(text.lines().last(), Some(want.as_str()));
+    }
+
+    #[test]
+    fn cgi_4_2_6_script_not_reading_its_body_is_fine() {
+        let data = test_data(8 * MIB);
+        let mut req = request(Method::POST, "/cgi-bin/early-exit.cgi");
+        let len = data.len() as u64;
+        req.body = chunked_body(data, 64 * 1024, Some(len));
+        let (resp, text) = fetch(&backend(), req);
+        assert_eq!(resp.status, StatusCode::OK);
+        assert_eq!(text, "ignored your body\n");
+    }
+
+    // ---- streaming, time limits, cancellation ------------------------------------------
+
+    fn vm_rss_kib() -> u64 {
+        fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn cgi_9_6_2_one_gib_response_streams_in_bounded_memory() {
+        const SIZE: u64 = 1 << 30;
+        let mut resp = response(call(&backend(), get(&format!("/cgi-bin/big.cgi?{SIZE}"))));
+        assert!(
+            resp.body.len().is_none(),
+            "the script's length is not trusted"
+        );
+        let start = vm_rss_kib();
+        let mut peak = start;
+        let mut total: u64 = 0;
+        let mut biggest = 0;
+        rt::block_on(async {
+            while let Some(chunk) = resp.body.chunk().await {
+                let chunk = chunk.expect("complete body");
+                total += chunk.len() as u64;
+                biggest = biggest.max(chunk.len());
+                if total % (64 << 20) < chunk.len() as u64 {
+                    peak = peak.max(vm_rss_kib());
+                }
+            }
+        });
+        assert_eq!(total, SIZE);
+        assert!(biggest <= OUTPUT_CHUNK, "chunk of {biggest} bytes");
+        // Other tests run alongside; a buffered body would add a whole GiB.
+        assert!(
+            peak < start + 256 * 1024,
+            "RSS grew from {start} KiB to {peak} KiB"
+        );
+    }
+
+    #[test]
+    fn cgi_6_1_3_timeout_kills_the_whole_group() {
+        let (b, _dir, pidfile) = pid_backend(Duration::from_secs(1));
+        let started = Instant::now();
+        let r = call(&b, get("/cgi-bin/sleep.cgi"));
+        assert!(matches!(r, Err(BackendError::Timeout(_))), "{r:?}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let pids = read_pids(&pidfile);
+        assert_eq!(pids.len(), 2, "leader and grandchild: {pids:?}");
+        assert_group_gone(&pids);
+        assert!(
+            eventually(Duration::from_secs(5), || !our_zombies().contains(&pids[0])),
+            "leader left a zombie"
+        );
+    }
+
+    #[test]
+    fn timeout_mid_body_cuts_the_stream() {
+        let (b, _dir, pidfile) = pid_backend(Duration::from_secs(1));
+        let mut resp = response(call(&b, get("/cgi-bin/slow-body.cgi")));
+        assert_eq!(resp.status, StatusCode::OK);
+        let body = rt::block_on(async {
+            let mut got = Vec::new();
+            loop {
+                match resp.body.chunk().await {
+                    Some(Ok(c)) => got.extend_from_slice(&c),
+                    Some(Err(e)) => return Err((got, e)),
+                    None => return Ok(got),
+                }
+            }
+        });
+        match body {
+            Err((got, _)) => assert_eq!(got, b"partial\n"),
+            Ok(got) => panic!("body ended cleanly: {got:?}"),
+        }
+        assert_group_gone(&read_pids(&pidfile));
+    }
+
+    #[test]
+    fn dropping_the_body_kills_the_script() {
+        let (b, _dir, pidfile) = pid_backend(Duration::from_secs(60));
+        let mut resp = response(call(&b, get("/cgi-bin/stream.cgi")));
+        let first = rt::block_on(resp.body.chunk());
+        assert!(matches!(first, Some(Ok(_))), "{first:?}");
+        let pids = read_pids(&pidfile);
+        assert!(
+            !live_in_group(pids[0]).is_empty(),
+            "script should be running"
+        );
+        drop(resp);
+        assert_group_gone(&pids);
+        assert!(eventually(Duration::from_secs(5), || b
+            .stats
+            .children
+            .load(Ordering::Relaxed)
+            == 0));
+    }
+
+    #[test]
+    fn dropping_the_call_before_the_head_kills_the_script() {
+        let (b, _dir, pidfile) = pid_backend(Duration::from_secs(60));
+        let r = rt::block_on(rt::timeout(
+            Duration::from_millis(700),
+            b.call(get("/cgi-bin/sleep.cgi"), &route()),
+        ));
+        assert!(r.is_err(), "the call should still be waiting for a head");
+        assert_group_gone(&read_pids(&pidfile));
+    }
+
+    #[test]
+    fn max_concurrent_scripts_then_busy() {
+        let (mut_b, _dir, _pidfile) = pid_backend(Duration::from_secs(60));
+        let mut s = (*mut_b.settings).clone();
+        s.max_concurrent = 1;
+        let b = backend_with(s);
+        let held = response(call(&b, get("/cgi-bin/slow-body.cgi")));
+        let r = call(&b, get("/cgi-bin/env.cgi"));
+        assert!(matches!(r, Err(BackendError::Busy(_))), "{r:?}");
+        drop(held);
+        // The slot comes back once the killed script is reaped.
+        assert!(eventually(Duration::from_secs(5), || {
+            !matches!(
+                call(&b, get("/cgi-bin/env.cgi")),
+                Err(BackendError::Busy(_))
+            )
+        }));
+    }
+
+    #[test]
+    fn children_counted_in_stats() {
+        let b = backend();
+        let _ = fetch(&b, get("/cgi-bin/env.cgi"));
+        let _ = call(&b, get("/cgi-bin/die.cgi"));
+        assert_eq!(b.stats.spawned.load(Ordering::Relaxed), 2);
+        assert!(eventually(Duration::from_secs(5), || b
+            .stats
+            .children
+            .load(Ordering::Relaxed)
+            == 0));
+    }
+
+    #[test]
+    fn stderr_logged_line_by_line_and_drained() {
+        let logging = capture_logs();
+        let (resp, text) = fetch(&backend(), get("/cgi-bin/stderr.cgi?m4rk3r"));
+        assert_eq!(resp.status, StatusCode::OK);
+        assert_eq!(text, "done\n");
+        if logging {
+            let found = eventually(Duration::from_secs(5), || {
+                CAPTURED.lock().is_ok_and(|lines| {
+                    lines.contains(&"/cgi-bin/stderr.cgi: first line m4rk3r".to_owned())
+                        && lines.contains(&"/cgi-bin/stderr.cgi: last line m4rk3r".to_owned())
+                })
+            });
+            assert!(found, "stderr lines not logged");
+        }
+    }
+
+    #[test]
+    fn no_zombies_left_behind() {
+        let b = backend();
+        for target in [
+            "/cgi-bin/env.cgi",
+            "/cgi-bin/die.cgi",
+            "/cgi-bin/silent.cgi",
+            "/cgi-bin/malformed.cgi",
+            "/cgi-bin/local-redirect.cgi",
+            "/cgi-bin/client-redirect.cgi",
+        ] {
+            if let Ok(Reply::Response(mut r)) = call(&b, get(target)) {
+                let _ = rt::block_on(read_all(&mut r.body));
+            }
+        }
+        // Other tests run in parallel, so a child may be between exit and reaping for a
+        // moment; none may stay a zombie.
+        assert!(
+            eventually(Duration::from_secs(10), || our_zombies().is_empty()),
+            "zombies: {:?}",
+            our_zombies()
+        );
+    }
+}
