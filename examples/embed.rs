@@ -18,8 +18,15 @@ impl Handler for Hello {
         Box::pin(async move {
             let who = req.path.get(m.base.len()..).unwrap_or_default();
             let who = String::from_utf8_lossy(who.strip_prefix(b"/").unwrap_or(who)).into_owned();
-            let who = if who.is_empty() { "world".to_owned() } else { who };
-            Ok(Response::text(http::StatusCode::OK, format!("hello, {who}\n")))
+            let who = if who.is_empty() {
+                "world".to_owned()
+            } else {
+                who
+            };
+            Ok(Response::text(
+                http::StatusCode::OK,
+                format!("hello, {who}\n"),
+            ))
         })
     }
 }

@@ -38,7 +38,10 @@ fn env_of(text: &str) -> std::collections::BTreeMap<String, String> {
 }
 
 fn env_get(p: &Portico, target: &str, extra: &str) -> std::collections::BTreeMap<String, String> {
-    let r = p.raw(format!("GET {target} HTTP/1.1\r\nHost: gw.test:8080\r\n{extra}Connection: close\r\n\r\n").as_bytes());
+    let r = p.raw(
+        format!("GET {target} HTTP/1.1\r\nHost: gw.test:8080\r\n{extra}Connection: close\r\n\r\n")
+            .as_bytes(),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     env_of(&r.text())
 }
@@ -47,22 +50,26 @@ fn env_get(p: &Portico, target: &str, extra: &str) -> std::collections::BTreeMap
 fn cgi_4_1_meta_variables_over_http() {
     let p = Portico::start(CONFIG);
     let port = p.addr.rsplit_once(':').unwrap().1.to_string();
-    let e = env_get(&p, "/cgi-bin/env.cgi/a%20b/c?x=1&y=%41", "User-Agent: t/1\r\nX-Forwarded-For: 9.9.9.9\r\n");
+    let e = env_get(
+        &p,
+        "/cgi-bin/env.cgi/a%20b/c?x=1&y=%41",
+        "User-Agent: t/1\r\nX-Forwarded-For: 9.9.9.9\r\n",
+    );
     let want = [
-        ("GATEWAY_INTERFACE", "CGI/1.1"),         // CGI-4.1.4
-        ("REQUEST_METHOD", "GET"),                // CGI-4.1.12
-        ("SCRIPT_NAME", "/cgi-bin/env.cgi"),      // CGI-4.1.13
-        ("PATH_INFO", "/a b/c"),                  // CGI-4.1.5 (decoded)
-        ("QUERY_STRING", "x=1&y=%41"),            // CGI-4.1.7 (not decoded)
-        ("SERVER_NAME", "gw.test"),               // CGI-4.1.14, AMB-11
-        ("SERVER_PORT", port.as_str()),           // CGI-4.1.15
-        ("SERVER_PROTOCOL", "HTTP/1.1"),          // CGI-4.1.16
-        ("REMOTE_ADDR", "127.0.0.1"),             // CGI-4.1.8
-        ("HTTP_USER_AGENT", "t/1"),               // CGI-4.1.18
+        ("GATEWAY_INTERFACE", "CGI/1.1"),    // CGI-4.1.4
+        ("REQUEST_METHOD", "GET"),           // CGI-4.1.12
+        ("SCRIPT_NAME", "/cgi-bin/env.cgi"), // CGI-4.1.13
+        ("PATH_INFO", "/a b/c"),             // CGI-4.1.5 (decoded)
+        ("QUERY_STRING", "x=1&y=%41"),       // CGI-4.1.7 (not decoded)
+        ("SERVER_NAME", "gw.test"),          // CGI-4.1.14, AMB-11
+        ("SERVER_PORT", port.as_str()),      // CGI-4.1.15
+        ("SERVER_PROTOCOL", "HTTP/1.1"),     // CGI-4.1.16
+        ("REMOTE_ADDR", "127.0.0.1"),        // CGI-4.1.8
+        ("HTTP_USER_AGENT", "t/1"),          // CGI-4.1.18
         ("HTTP_X_FORWARDED_FOR", "9.9.9.9"),
         ("REQUEST_URI", "/cgi-bin/env.cgi/a%20b/c?x=1&y=%41"), // CGI-RW-1
         ("REQUEST_SCHEME", "http"),
-        ("REDIRECT_STATUS", "200"),               // CGI-RW-3
+        ("REDIRECT_STATUS", "200"), // CGI-RW-3
     ];
     for (k, v) in want {
         assert_eq!(e.get(k).map(String::as_str), Some(v), "{k}: {e:?}");
@@ -70,12 +77,19 @@ fn cgi_4_1_meta_variables_over_http() {
     assert!(e["SERVER_SOFTWARE"].starts_with("portico/"));
     assert!(e["SCRIPT_FILENAME"].ends_with("/fixtures/cgi/env.cgi"));
     assert!(e["DOCUMENT_ROOT"].ends_with("/fixtures/cgi"));
-    assert!(e["PATH_TRANSLATED"].ends_with("/fixtures/cgi/a b/c"), "{:?}", e.get("PATH_TRANSLATED"));
+    assert!(
+        e["PATH_TRANSLATED"].ends_with("/fixtures/cgi/a b/c"),
+        "{:?}",
+        e.get("PATH_TRANSLATED")
+    );
     assert!(e.contains_key("REMOTE_PORT"));
     // CGI-4.1.2 / AMB-4: no body framing, no CONTENT_LENGTH.
     assert!(!e.contains_key("CONTENT_LENGTH"));
     // A scrubbed environment: portico's own variables do not leak.
-    assert!(!e.contains_key("RUST_LOG") && !e.contains_key("HOME"), "{e:?}");
+    assert!(
+        !e.contains_key("RUST_LOG") && !e.contains_key("HOME"),
+        "{e:?}"
+    );
     assert!(e.contains_key("PATH"));
 }
 
@@ -83,19 +97,30 @@ fn cgi_4_1_meta_variables_over_http() {
 fn cgi_4_1_5_path_info_cases() {
     let p = Portico::start(CONFIG);
     let e = env_get(&p, "/cgi-bin/env.cgi", "");
-    assert!(!e.contains_key("PATH_INFO") && !e.contains_key("PATH_TRANSLATED"), "{e:?}");
+    assert!(
+        !e.contains_key("PATH_INFO") && !e.contains_key("PATH_TRANSLATED"),
+        "{e:?}"
+    );
     let e = env_get(&p, "/cgi-bin/env.cgi/", "");
     assert_eq!(e.get("PATH_INFO").map(String::as_str), Some("/"));
     // The directory index script.
     let r = p.get("/cgi-bin/sub/");
     assert_eq!(r.status, 200);
-    assert!(r.text().contains("index of sub: /cgi-bin/sub/index.cgi|"), "{}", r.text());
+    assert!(
+        r.text().contains("index of sub: /cgi-bin/sub/index.cgi|"),
+        "{}",
+        r.text()
+    );
 }
 
 #[test]
 fn cgi_rw_6_proxy_header_never_reaches_the_script() {
     let p = Portico::start(CONFIG);
-    let e = env_get(&p, "/cgi-bin/env.cgi", "Proxy: http://evil.example/\r\nRedirect-Status: 1\r\n");
+    let e = env_get(
+        &p,
+        "/cgi-bin/env.cgi",
+        "Proxy: http://evil.example/\r\nRedirect-Status: 1\r\n",
+    );
     assert!(!e.contains_key("HTTP_PROXY"), "{e:?}");
     assert_eq!(e.get("REDIRECT_STATUS").map(String::as_str), Some("200"));
     assert!(!e.contains_key("HTTP_REDIRECT_STATUS"), "{e:?}");
@@ -115,7 +140,9 @@ fn cgi_amb_7_colliding_header_names_by_policy() {
 #[test]
 fn cgi_4_2_post_50mb_with_length_and_chunked() {
     let p = Portico::start(CONFIG);
-    let body: Vec<u8> = (0..50_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    let body: Vec<u8> = (0..50_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
     let want = format!("{} {}", md5_hex(&body), body.len());
     let mut s = p.connect();
     write!(s, "POST /cgi-bin/md5.cgi HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).unwrap();
@@ -143,7 +170,10 @@ fn cgi_9_6_script_writing_before_reading_does_not_deadlock() {
     write!(s, "POST /cgi-bin/write-first.cgi HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).unwrap();
     s.write_all(&body).unwrap();
     let r = read_response(&mut BufReader::new(s), false).unwrap();
-    assert!(r.text().ends_with(&format!("md5 {} 4000000\n", md5_hex(&body))));
+    assert!(
+        r.text()
+            .ends_with(&format!("md5 {} 4000000\n", md5_hex(&body)))
+    );
 }
 
 fn rss_kb(pid: i32) -> u64 {
@@ -157,9 +187,16 @@ fn rss_kb(pid: i32) -> u64 {
 
 #[test]
 fn cgi_6_4_one_gigabyte_streams_with_small_rss() {
-    let p = Portico::start(CONFIG.replace("timeout = \"2s\"", "timeout = \"120s\"").as_str());
+    let p = Portico::start(
+        CONFIG
+            .replace("timeout = \"2s\"", "timeout = \"120s\"")
+            .as_str(),
+    );
     let mut s = p.connect();
-    s.write_all(b"GET /cgi-bin/big.cgi?1073741824 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").unwrap();
+    s.write_all(
+        b"GET /cgi-bin/big.cgi?1073741824 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
     let mut r = BufReader::with_capacity(1 << 20, s);
     // Skip the head, then count the (chunked) body as it comes, sampling RSS.
     let mut line = String::new();
@@ -206,11 +243,20 @@ fn cgi_6_2_redirects_status_and_cookies() {
     let r = p.get("/cgi-bin/local-redirect.cgi?orig=1");
     assert_eq!(r.status, 200);
     let e = env_of(&r.text());
-    assert_eq!(e.get("QUERY_STRING").map(String::as_str), Some("from=redirect"));
-    assert_eq!(e.get("REDIRECT_URL").map(String::as_str), Some("/cgi-bin/local-redirect.cgi?orig=1"));
+    assert_eq!(
+        e.get("QUERY_STRING").map(String::as_str),
+        Some("from=redirect")
+    );
+    assert_eq!(
+        e.get("REDIRECT_URL").map(String::as_str),
+        Some("/cgi-bin/local-redirect.cgi?orig=1")
+    );
     // CGI-6.2.3 and 6.2.4.
     let r = p.get("/cgi-bin/client-redirect.cgi");
-    assert_eq!((r.status, r.header("location")), (302, Some("http://example.org/elsewhere")));
+    assert_eq!(
+        (r.status, r.header("location")),
+        (302, Some("http://example.org/elsewhere"))
+    );
     let r = p.get("/cgi-bin/redirect-doc.cgi");
     assert_eq!(r.status, 301);
     assert!(r.text().contains("moved"));
@@ -230,7 +276,11 @@ fn cgi_amb_6_bad_scripts_are_502_and_stderr_is_logged() {
     assert_eq!(p.get("/cgi-bin/die.cgi").status, 502);
     assert_eq!(p.get("/cgi-bin/malformed.cgi").status, 502);
     assert_eq!(p.get("/cgi-bin/silent.cgi").status, 502);
-    assert!(p.wait_log("/cgi-bin/die.cgi: about to die", Duration::from_secs(5)), "{}", p.log());
+    assert!(
+        p.wait_log("/cgi-bin/die.cgi: about to die", Duration::from_secs(5)),
+        "{}",
+        p.log()
+    );
     let r = p.get("/cgi-bin/stderr.cgi?zq9");
     assert_eq!(r.status, 200);
     assert!(p.wait_log("/cgi-bin/stderr.cgi: last line zq9", Duration::from_secs(5)));
@@ -241,7 +291,10 @@ fn pids(p: &Portico) -> Vec<i32> {
     let end = Instant::now() + Duration::from_secs(5);
     while Instant::now() < end {
         if let Ok(t) = std::fs::read_to_string(&path) {
-            return t.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+            return t
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -251,7 +304,9 @@ fn pids(p: &Portico) -> Vec<i32> {
 fn gone(pid: i32) -> bool {
     // Gone, or at least not a live process of ours (a zombie would be a failure below).
     !std::path::Path::new(&format!("/proc/{pid}")).exists()
-        || processes().iter().any(|p| p.pid == pid && p.state == 'Z' && p.ppid == 1)
+        || processes()
+            .iter()
+            .any(|p| p.pid == pid && p.state == 'Z' && p.ppid == 1)
 }
 
 fn wait_gone(pids: &[i32], within: Duration) -> bool {
@@ -273,20 +328,35 @@ fn cgi_rw_timeout_is_504_and_kills_the_process_group() {
     assert_eq!(r.status, 504);
     assert!(start.elapsed() < Duration::from_secs(6));
     let ids = pids(&p);
-    assert!(wait_gone(&ids, Duration::from_secs(5)), "left running: {ids:?}");
-    assert!(zombies_of(p.pid()).is_empty(), "zombies: {:?}", zombies_of(p.pid()));
+    assert!(
+        wait_gone(&ids, Duration::from_secs(5)),
+        "left running: {ids:?}"
+    );
+    assert!(
+        zombies_of(p.pid()).is_empty(),
+        "zombies: {:?}",
+        zombies_of(p.pid())
+    );
 }
 
 #[test]
 fn cgi_client_disconnect_kills_the_script() {
-    let p = Portico::start(CONFIG.replace("timeout = \"2s\"", "timeout = \"60s\"").as_str());
+    let p = Portico::start(
+        CONFIG
+            .replace("timeout = \"2s\"", "timeout = \"60s\"")
+            .as_str(),
+    );
     let mut s = p.connect();
-    s.write_all(b"GET /cgi-bin/stream.cgi HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+    s.write_all(b"GET /cgi-bin/stream.cgi HTTP/1.1\r\nHost: h\r\n\r\n")
+        .unwrap();
     let mut buf = vec![0u8; 100_000];
     let _ = s.read(&mut buf).unwrap();
     let ids = pids(&p);
     drop(s);
-    assert!(wait_gone(&ids, Duration::from_secs(10)), "still running: {ids:?}");
+    assert!(
+        wait_gone(&ids, Duration::from_secs(10)),
+        "still running: {ids:?}"
+    );
     std::thread::sleep(Duration::from_millis(200));
     assert!(zombies_of(p.pid()).is_empty());
 }
@@ -310,7 +380,11 @@ fn cgi_9_4_traversal_and_symlinks_refused() {
     let root = tmp.path().join("root");
     std::fs::create_dir_all(&root).unwrap();
     std::os::unix::fs::symlink("/bin/echo", root.join("out.cgi")).unwrap();
-    std::os::unix::fs::symlink(support::repo().join("fixtures/cgi/env.cgi"), root.join("in.cgi")).unwrap();
+    std::os::unix::fs::symlink(
+        support::repo().join("fixtures/cgi/env.cgi"),
+        root.join("in.cgi"),
+    )
+    .unwrap();
     drop(p);
     let p = Portico::start(&format!(
         "[[listen]]\naddress = \"127.0.0.1:0\"\n[[route]]\nprefix = \"/x/\"\ncgi = {{ root = \"{}\" }}\n",
@@ -327,7 +401,8 @@ fn cgi_9_4_traversal_and_symlinks_refused() {
 fn cgi_503_past_the_concurrency_limit() {
     let p = Portico::start(CONFIG);
     let mut s = p.connect();
-    s.write_all(b"GET /limited/stream.cgi HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+    s.write_all(b"GET /limited/stream.cgi HTTP/1.1\r\nHost: h\r\n\r\n")
+        .unwrap();
     let mut buf = vec![0u8; 1000];
     let _ = s.read(&mut buf).unwrap();
     assert_eq!(p.get("/limited/env.cgi").status, 503);
@@ -360,16 +435,24 @@ fn cgi_4_4_search_args_only_where_enabled() {
 
 #[test]
 fn shutdown_waits_for_a_running_script_then_exits_zero() {
-    let mut p = Portico::start(CONFIG.replace("timeout = \"2s\"", "timeout = \"60s\"").as_str());
+    let mut p = Portico::start(
+        CONFIG
+            .replace("timeout = \"2s\"", "timeout = \"60s\"")
+            .as_str(),
+    );
     let mut s = p.connect();
-    s.write_all(b"GET /cgi-bin/stream.cgi HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+    s.write_all(b"GET /cgi-bin/stream.cgi HTTP/1.1\r\nHost: h\r\n\r\n")
+        .unwrap();
     let mut buf = vec![0u8; 1000];
     let _ = s.read(&mut buf).unwrap();
     let ids = pids(&p);
     // The script never ends: after the grace period (3 s) it is killed, and portico exits 0.
     let st = p.terminate(Duration::from_secs(15)).expect("exited");
     assert!(st.success(), "{st:?}");
-    assert!(wait_gone(&ids, Duration::from_secs(5)), "orphan left: {ids:?}");
+    assert!(
+        wait_gone(&ids, Duration::from_secs(5)),
+        "orphan left: {ids:?}"
+    );
 }
 
 #[test]
@@ -382,6 +465,9 @@ fn orphaned_grandchildren_are_reaped() {
     std::thread::sleep(Duration::from_millis(3500));
     let z = zombies_of(p.pid());
     assert!(z.is_empty(), "zombies left: {z:?}");
-    let adopted: Vec<_> = processes().into_iter().filter(|q| q.ppid == p.pid()).collect();
+    let adopted: Vec<_> = processes()
+        .into_iter()
+        .filter(|q| q.ppid == p.pid())
+        .collect();
     assert!(adopted.is_empty(), "children left: {adopted:?}");
 }

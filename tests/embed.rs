@@ -40,7 +40,8 @@ fn embedded_server_serves_a_registered_handler() {
         let addr = running.addresses[0].clone();
         let text = portico::rt::spawn_blocking(move || {
             let mut s = std::net::TcpStream::connect(addr).unwrap();
-            s.write_all(b"GET /shout?hey HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").unwrap();
+            s.write_all(b"GET /shout?hey HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+                .unwrap();
             let mut out = String::new();
             s.read_to_string(&mut out).unwrap();
             out

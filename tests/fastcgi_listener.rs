@@ -328,9 +328,27 @@ prefix = "/dropin/"
 cgi = { root = "{repo}/fixtures/cgi", timeout = "10s", script_filename = true }
 "#;
 
-fn encode_role(id: u16, role: proto::fastcgi::Role, params: &[(Vec<u8>, Vec<u8>)], stdin: Option<&[u8]>, data: Option<&[u8]>, out: &mut Vec<u8>) {
-    let pairs: Vec<(&[u8], &[u8])> = params.iter().map(|(n, v)| (n.as_slice(), v.as_slice())).collect();
-    proto::fastcgi::client::Request { id, role, keep_conn: true, params: &pairs, stdin, data }.encode(out);
+fn encode_role(
+    id: u16,
+    role: proto::fastcgi::Role,
+    params: &[(Vec<u8>, Vec<u8>)],
+    stdin: Option<&[u8]>,
+    data: Option<&[u8]>,
+    out: &mut Vec<u8>,
+) {
+    let pairs: Vec<(&[u8], &[u8])> = params
+        .iter()
+        .map(|(n, v)| (n.as_slice(), v.as_slice()))
+        .collect();
+    proto::fastcgi::client::Request {
+        id,
+        role,
+        keep_conn: true,
+        params: &pairs,
+        stdin,
+        data,
+    }
+    .encode(out);
 }
 
 #[test]
@@ -344,14 +362,34 @@ fn fcgi_6_3_authorizer_role_passes_the_answer_through() {
     allowed.push((b"HTTP_X_TOKEN".to_vec(), b"letmein".to_vec()));
     let mut out = Vec::new();
     // FCGI-6.3-3: an Authorizer gets no STDIN stream here.
-    encode_role(1, proto::fastcgi::Role::AUTHORIZER, &allowed, None, None, &mut out);
-    encode_role(2, proto::fastcgi::Role::AUTHORIZER, &params, None, None, &mut out);
+    encode_role(
+        1,
+        proto::fastcgi::Role::AUTHORIZER,
+        &allowed,
+        None,
+        None,
+        &mut out,
+    );
+    encode_role(
+        2,
+        proto::fastcgi::Role::AUTHORIZER,
+        &params,
+        None,
+        None,
+        &mut out,
+    );
     s.write_all(&out).unwrap();
     let (res, _) = fcgi_collect(&mut s, &[1, 2]);
     let ok = res[&1].text();
-    assert!(ok.starts_with("Status: 200 OK\r\n") && ok.contains("Variable-AUTH_USER: alice\r\n"), "{ok}");
+    assert!(
+        ok.starts_with("Status: 200 OK\r\n") && ok.contains("Variable-AUTH_USER: alice\r\n"),
+        "{ok}"
+    );
     let no = res[&2].text();
-    assert!(no.starts_with("Status: 403 Forbidden\r\n") && no.ends_with("denied\n"), "{no}");
+    assert!(
+        no.starts_with("Status: 403 Forbidden\r\n") && no.ends_with("denied\n"),
+        "{no}"
+    );
 }
 
 #[test]
@@ -362,9 +400,19 @@ fn fcgi_6_4_filter_role_gets_the_data_file() {
     let data = b"filter me please";
     let mut params = fcgi_params("GET", "/cgi-bin/filter.cgi", Some(0));
     params.push((b"FCGI_DATA_LAST_MOD".to_vec(), b"1700000000".to_vec()));
-    params.push((b"FCGI_DATA_LENGTH".to_vec(), data.len().to_string().into_bytes()));
+    params.push((
+        b"FCGI_DATA_LENGTH".to_vec(),
+        data.len().to_string().into_bytes(),
+    ));
     let mut out = Vec::new();
-    encode_role(5, proto::fastcgi::Role::FILTER, &params, Some(b""), Some(data), &mut out);
+    encode_role(
+        5,
+        proto::fastcgi::Role::FILTER,
+        &params,
+        Some(b""),
+        Some(data),
+        &mut out,
+    );
     s.write_all(&out).unwrap();
     let (res, _) = fcgi_collect(&mut s, &[5]);
     let t = res[&5].text();
@@ -380,20 +428,40 @@ fn fcgi_5_5_6_overloaded_past_max_reqs() {
     let mut out = Vec::new();
     // Three slow requests hold the listener's max_reqs = 3; the fourth is refused.
     for id in 1..=3u16 {
-        fcgi_request(id, true, &fcgi_params("POST", "/cgi-bin/md5.cgi", Some(10)), b"", &mut out);
+        fcgi_request(
+            id,
+            true,
+            &fcgi_params("POST", "/cgi-bin/md5.cgi", Some(10)),
+            b"",
+            &mut out,
+        );
     }
     // (their STDIN never completes, so they stay in flight)
     let mut cut = Vec::new();
     for rec in proto::fastcgi::Records::new(&out) {
         // drop the empty STDIN records so the bodies stay open
         if !(rec.header.record_type == RecordType::STDIN && rec.content.is_empty()) {
-            encode_record(rec.header.record_type, rec.header.request_id, rec.content, &mut cut);
+            encode_record(
+                rec.header.record_type,
+                rec.header.request_id,
+                rec.content,
+                &mut cut,
+            );
         }
     }
-    fcgi_request(4, true, &fcgi_params("GET", "/cgi-bin/env.cgi", None), b"", &mut cut);
+    fcgi_request(
+        4,
+        true,
+        &fcgi_params("GET", "/cgi-bin/env.cgi", None),
+        b"",
+        &mut cut,
+    );
     s.write_all(&cut).unwrap();
     let (res, _) = fcgi_collect(&mut s, &[4]);
-    assert_eq!(res[&4].end, Some((0, proto::fastcgi::ProtocolStatus::OVERLOADED.0)));
+    assert_eq!(
+        res[&4].end,
+        Some((0, proto::fastcgi::ProtocolStatus::OVERLOADED.0))
+    );
     assert!(res[&4].stdout.is_empty());
 }
 
@@ -404,14 +472,34 @@ fn fcgi_t_slow_request_does_not_stall_others() {
     let mut s = connect(&fa);
     let mut out = Vec::new();
     // Request 1: a 30 MB response. Request 2: an upload that never finishes.
-    fcgi_request(1, true, &fcgi_params("GET", "/cgi-bin/big.cgi?30000000", None), b"", &mut out);
+    fcgi_request(
+        1,
+        true,
+        &fcgi_params("GET", "/cgi-bin/big.cgi?30000000", None),
+        b"",
+        &mut out,
+    );
     let params = fcgi_params("POST", "/cgi-bin/md5.cgi", Some(1000));
-    let pairs: Vec<(&[u8], &[u8])> = params.iter().map(|(n, v)| (n.as_slice(), v.as_slice())).collect();
-    proto::fastcgi::client::encode_begin_request(2, proto::fastcgi::Role::RESPONDER, proto::fastcgi::KEEP_CONN, &mut out);
+    let pairs: Vec<(&[u8], &[u8])> = params
+        .iter()
+        .map(|(n, v)| (n.as_slice(), v.as_slice()))
+        .collect();
+    proto::fastcgi::client::encode_begin_request(
+        2,
+        proto::fastcgi::Role::RESPONDER,
+        proto::fastcgi::KEEP_CONN,
+        &mut out,
+    );
     proto::fastcgi::client::encode_params(2, pairs.iter().copied(), &mut out);
     proto::fastcgi::client::encode_stdin(2, b"only ten b", &mut out);
     // Request 3: small, sent last, must not wait for 1 to finish nor for 2's body.
-    fcgi_request(3, true, &fcgi_params("GET", "/cgi-bin/env.cgi", None), b"", &mut out);
+    fcgi_request(
+        3,
+        true,
+        &fcgi_params("GET", "/cgi-bin/env.cgi", None),
+        b"",
+        &mut out,
+    );
     s.write_all(&out).unwrap();
     let mut conn = proto::fastcgi::client::Conn::new(proto::fastcgi::client::Config::default());
     let mut buf = vec![0u8; 65536];
@@ -429,9 +517,16 @@ fn fcgi_t_slow_request_does_not_stall_others() {
             }
         }
     }
-    assert_eq!(order.first(), Some(&3), "small request answered first: {order:?}");
+    assert_eq!(
+        order.first(),
+        Some(&3),
+        "small request answered first: {order:?}"
+    );
     assert!(big >= 30_000_000);
-    assert!(!order.contains(&2), "the unfinished upload is still pending");
+    assert!(
+        !order.contains(&2),
+        "the unfinished upload is still pending"
+    );
 }
 
 #[test]
@@ -441,7 +536,10 @@ fn fcgi_rw_script_filename_drop_in_mode_stays_inside_root() {
     let root = support::repo().join("fixtures/cgi");
     let mut s = connect(&fa);
     let mut inside = fcgi_params("GET", "/dropin/anything", None);
-    inside.push((b"SCRIPT_FILENAME".to_vec(), root.join("env.cgi").display().to_string().into_bytes()));
+    inside.push((
+        b"SCRIPT_FILENAME".to_vec(),
+        root.join("env.cgi").display().to_string().into_bytes(),
+    ));
     let mut outside = fcgi_params("GET", "/dropin/anything", None);
     outside.push((b"SCRIPT_FILENAME".to_vec(), b"/bin/sh".to_vec()));
     let mut out = Vec::new();
@@ -449,10 +547,17 @@ fn fcgi_rw_script_filename_drop_in_mode_stays_inside_root() {
     fcgi_request(2, true, &outside, b"", &mut out);
     s.write_all(&out).unwrap();
     let (res, _) = fcgi_collect(&mut s, &[1, 2]);
-    assert!(res[&1].text().starts_with("Status: 200 OK\r\n"), "{}", res[&1].text());
+    assert!(
+        res[&1].text().starts_with("Status: 200 OK\r\n"),
+        "{}",
+        res[&1].text()
+    );
     assert!(res[&1].text().contains("GATEWAY_INTERFACE=CGI/1.1"));
     let t = res[&2].text();
-    assert!(t.starts_with("Status: 403") || t.starts_with("Status: 404"), "{t}");
+    assert!(
+        t.starts_with("Status: 403") || t.starts_with("Status: 404"),
+        "{t}"
+    );
 }
 
 /// Malformed input from a web server: each case ends that connection with a log line
@@ -464,7 +569,12 @@ fn fcgi_t_malformed_records_close_only_their_connection() {
     let (fa, _) = addrs(&p);
     let begin = |id: u16| {
         let mut v = Vec::new();
-        proto::fastcgi::client::encode_begin_request(id, proto::fastcgi::Role::RESPONDER, proto::fastcgi::KEEP_CONN, &mut v);
+        proto::fastcgi::client::encode_begin_request(
+            id,
+            proto::fastcgi::Role::RESPONDER,
+            proto::fastcgi::KEEP_CONN,
+            &mut v,
+        );
         v
     };
     let raw = |t: u8, id: u16, content: &[u8]| {
@@ -473,12 +583,24 @@ fn fcgi_t_malformed_records_close_only_their_connection() {
         v
     };
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("FCGI-3.3-3", b"\x02\x01\x00\x01\x00\x08\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00".to_vec()),
+        (
+            "FCGI-3.3-3",
+            b"\x02\x01\x00\x01\x00\x08\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00".to_vec(),
+        ),
         ("FCGI-5.1-2", raw(1, 1, b"\x00\x01\x00")),
-        ("FCGI-A-1", [begin(1), raw(6, 1, b"stdout from the web server")].concat()),
+        (
+            "FCGI-A-1",
+            [begin(1), raw(6, 1, b"stdout from the web server")].concat(),
+        ),
         ("FCGI-AMB-14", [begin(1), begin(1)].concat()),
-        ("FCGI-3.3-16", [begin(1), raw(4, 1, b""), raw(4, 1, b"\x01\x01ab")].concat()),
-        ("FCGI-3.4-1", [begin(1), raw(4, 1, b"\x05\x05ab"), raw(4, 1, b"")].concat()),
+        (
+            "FCGI-3.3-16",
+            [begin(1), raw(4, 1, b""), raw(4, 1, b"\x01\x01ab")].concat(),
+        ),
+        (
+            "FCGI-3.4-1",
+            [begin(1), raw(4, 1, b"\x05\x05ab"), raw(4, 1, b"")].concat(),
+        ),
         ("FCGI-A-2", raw(1, 0, b"\x00\x01\x01\x00\x00\x00\x00\x00")),
     ];
     for (clause, bytes) in cases {
@@ -487,12 +609,26 @@ fn fcgi_t_malformed_records_close_only_their_connection() {
         bad.write_all(&bytes).unwrap();
         let mut rest = Vec::new();
         let _ = bad.read_to_end(&mut rest);
-        assert!(p.wait_log(clause, Duration::from_secs(5)), "{clause}: {}", p.log());
+        assert!(
+            p.wait_log(clause, Duration::from_secs(5)),
+            "{clause}: {}",
+            p.log()
+        );
         let mut out = Vec::new();
-        fcgi_request(9, false, &fcgi_params("GET", "/echo/ok", None), b"", &mut out);
+        fcgi_request(
+            9,
+            false,
+            &fcgi_params("GET", "/echo/ok", None),
+            b"",
+            &mut out,
+        );
         good.write_all(&out).unwrap();
         let (res, _) = fcgi_collect(&mut good, &[9]);
-        assert_eq!(res[&9].end, Some((0, 0)), "{clause}: the other connection noticed");
+        assert_eq!(
+            res[&9].end,
+            Some((0, 0)),
+            "{clause}: the other connection noticed"
+        );
     }
 }
 
@@ -504,21 +640,44 @@ fn fcgi_t_14_records_for_inactive_ids_are_ignored_and_unknown_role_refused() {
     let mut out = Vec::new();
     proto::fastcgi::client::encode_stdin(42, b"stray", &mut out);
     encode_abort(43, &mut out);
-    proto::fastcgi::client::encode_begin_request(5, proto::fastcgi::Role(99), proto::fastcgi::KEEP_CONN, &mut out);
-    fcgi_request(6, true, &fcgi_params("GET", "/echo/after-stray", None), b"", &mut out);
+    proto::fastcgi::client::encode_begin_request(
+        5,
+        proto::fastcgi::Role(99),
+        proto::fastcgi::KEEP_CONN,
+        &mut out,
+    );
+    fcgi_request(
+        6,
+        true,
+        &fcgi_params("GET", "/echo/after-stray", None),
+        b"",
+        &mut out,
+    );
     // FCGI-T-7: GET_VALUES in the middle of a request.
     encode_get_values(&[b"FCGI_MPXS_CONNS"], &mut out);
     s.write_all(&out).unwrap();
     let (res, others) = fcgi_collect(&mut s, &[5, 6]);
-    assert_eq!(res[&5].end, Some((0, proto::fastcgi::ProtocolStatus::UNKNOWN_ROLE.0)));
+    assert_eq!(
+        res[&5].end,
+        Some((0, proto::fastcgi::ProtocolStatus::UNKNOWN_ROLE.0))
+    );
     assert_eq!(res[&6].end, Some((0, 0)));
     assert!(res[&6].text().contains("GET /echo/after-stray\n"));
-    assert!(others.iter().any(|e| matches!(e, ClientEvent::GetValuesResult { .. })), "{others:?}");
+    assert!(
+        others
+            .iter()
+            .any(|e| matches!(e, ClientEvent::GetValuesResult { .. })),
+        "{others:?}"
+    );
 }
 
 #[test]
 fn fcgi_3_2_2_web_server_addrs_limits_peers() {
-    let p = Portico::start_full(CONFIG, &[], &[("FCGI_WEB_SERVER_ADDRS", "10.9.9.9, 10.9.9.10")]);
+    let p = Portico::start_full(
+        CONFIG,
+        &[],
+        &[("FCGI_WEB_SERVER_ADDRS", "10.9.9.9, 10.9.9.10")],
+    );
     let (fa, _) = addrs(&p);
     let mut s = connect(&fa);
     let mut out = Vec::new();

@@ -9,7 +9,9 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use support::{Peer, Portico, addresses, free_port, get_at, http_at, md5_hex, render, repo, wait_port};
+use support::{
+    Peer, Portico, addresses, free_port, get_at, http_at, md5_hex, render, repo, wait_port,
+};
 
 /// portico with FastCGI and SCGI listeners serving the fixture scripts under the
 /// routes the examples use.
@@ -73,7 +75,10 @@ fn nginx(fastcgi: &str, scgi: &str) -> Nginx {
             .arg(dir.path().join("error.log")),
     );
     let addr = format!("127.0.0.1:{port}");
-    assert!(wait_port(&addr, Duration::from_secs(10)), "nginx did not start");
+    assert!(
+        wait_port(&addr, Duration::from_secs(10)),
+        "nginx did not start"
+    );
     Nginx {
         _peer: peer,
         addr,
@@ -108,10 +113,16 @@ fn nginx_fastcgi_pass_runs_cgi_scripts() {
             "HTTP_X_CUSTOM=v".into(),
             format!("REQUEST_URI={prefix}/env.cgi/extra/path?x=1&y=2"),
         ] {
-            assert!(lines.contains(&want.as_str()), "{prefix}: missing {want} in\n{body}");
+            assert!(
+                lines.contains(&want.as_str()),
+                "{prefix}: missing {want} in\n{body}"
+            );
         }
         assert!(!body.contains("HTTP_PROXY="), "httpoxy: {body}");
-        assert!(lines.iter().any(|l| l.starts_with("PATH_TRANSLATED=")), "{body}");
+        assert!(
+            lines.iter().any(|l| l.starts_with("PATH_TRANSLATED=")),
+            "{body}"
+        );
     }
     drop(p);
 }
@@ -147,7 +158,11 @@ fn nginx_redirects_status_cookies_nph_and_big_responses() {
     // Local redirect: re-dispatched inside portico, nginx sees the target's output.
     let r = get_at(&n.addr, "/cgi-bin/local-redirect.cgi");
     assert_eq!(r.status, 200);
-    assert!(r.text().contains("QUERY_STRING=from=redirect"), "{}", r.text());
+    assert!(
+        r.text().contains("QUERY_STRING=from=redirect"),
+        "{}",
+        r.text()
+    );
     let r = get_at(&n.addr, "/cgi-bin/client-redirect.cgi");
     assert_eq!(r.status, 302);
     assert_eq!(r.header("location"), Some("http://example.org/elsewhere"));
@@ -191,7 +206,10 @@ fn nginx_scgi_pass() {
     let r = get_at(&n.addr, "/scgi/env.cgi/more?q=1");
     assert_eq!(r.status, 200, "{}", r.text());
     let body = r.text();
-    assert!(body.contains("PATH_INFO=/more") && body.contains("QUERY_STRING=q=1"), "{body}");
+    assert!(
+        body.contains("PATH_INFO=/more") && body.contains("QUERY_STRING=q=1"),
+        "{body}"
+    );
     let data = vec![b'z'; 100_000];
     let mut req = format!("POST /scgi/md5.cgi HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", data.len()).into_bytes();
     req.extend_from_slice(&data);
@@ -217,14 +235,24 @@ fn apache_mod_proxy_fcgi() {
             ("PORTICO_PORT", pport.to_string()),
         ],
     );
-    let _httpd = Peer::spawn("apache2", Command::new("apache2").arg("-X").arg("-f").arg(&conf));
+    let _httpd = Peer::spawn(
+        "apache2",
+        Command::new("apache2").arg("-X").arg("-f").arg(&conf),
+    );
     let addr = format!("127.0.0.1:{port}");
-    assert!(wait_port(&addr, Duration::from_secs(10)), "httpd did not start: {:?}", std::fs::read_to_string(dir.path().join("error.log")));
+    assert!(
+        wait_port(&addr, Duration::from_secs(10)),
+        "httpd did not start: {:?}",
+        std::fs::read_to_string(dir.path().join("error.log"))
+    );
     let r = get_at(&addr, "/cgi-bin/env.cgi/x/y?a=b");
     assert_eq!(r.status, 200, "{}", r.text());
     let body = r.text();
     assert!(body.contains("SCRIPT_NAME=/cgi-bin/env.cgi"), "{body}");
-    assert!(body.contains("PATH_INFO=/x/y") && body.contains("QUERY_STRING=a=b"), "{body}");
+    assert!(
+        body.contains("PATH_INFO=/x/y") && body.contains("QUERY_STRING=a=b"),
+        "{body}"
+    );
     let data = vec![b'q'; 300_000];
     let mut req = format!("POST /cgi-bin/md5.cgi HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", data.len()).into_bytes();
     req.extend_from_slice(&data);
@@ -254,16 +282,31 @@ fn lighttpd_mod_fastcgi_and_portico_as_cgi_program() {
             ("PORTICO_CONFIG", bridge_cfg.display().to_string()),
         ],
     );
-    let _l = Peer::spawn("lighttpd", Command::new("lighttpd").arg("-D").arg("-f").arg(&conf));
+    let _l = Peer::spawn(
+        "lighttpd",
+        Command::new("lighttpd").arg("-D").arg("-f").arg(&conf),
+    );
     let addr = format!("127.0.0.1:{port}");
-    assert!(wait_port(&addr, Duration::from_secs(10)), "lighttpd did not start: {:?}", std::fs::read_to_string(dir.path().join("error.log")));
+    assert!(
+        wait_port(&addr, Duration::from_secs(10)),
+        "lighttpd did not start: {:?}",
+        std::fs::read_to_string(dir.path().join("error.log"))
+    );
     let r = get_at(&addr, "/cgi-bin/env.cgi/p?z=9");
     assert_eq!(r.status, 200, "{}", r.text());
-    assert!(r.text().contains("PATH_INFO=/p") && r.text().contains("QUERY_STRING=z=9"), "{}", r.text());
+    assert!(
+        r.text().contains("PATH_INFO=/p") && r.text().contains("QUERY_STRING=z=9"),
+        "{}",
+        r.text()
+    );
     // lighttpd's mod_cgi runs portico itself; portico routes PATH_INFO to its echo handler.
     let r = http_at(&addr, b"POST /bridge/echo/via-cgi?k=v HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbody");
     assert_eq!(r.status, 200, "{}", r.text());
-    assert!(r.text().starts_with("POST /echo/via-cgi?k=v\n"), "{}", r.text());
+    assert!(
+        r.text().starts_with("POST /echo/via-cgi?k=v\n"),
+        "{}",
+        r.text()
+    );
     assert!(r.text().ends_with("\n\nbody"), "{}", r.text());
 }
 
@@ -286,6 +329,9 @@ fn cgi_fcgi_as_client() {
         .expect("cgi-fcgi");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("Status: 200 OK\r\n"), "{text}");
-    assert!(text.contains("PATH_INFO=/from/cgi-fcgi") && text.contains("SCRIPT_NAME=/cgi-bin/env.cgi"), "{text}");
+    assert!(
+        text.contains("PATH_INFO=/from/cgi-fcgi") && text.contains("SCRIPT_NAME=/cgi-bin/env.cgi"),
+        "{text}"
+    );
     let _ = repo();
 }

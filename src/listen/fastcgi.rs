@@ -75,7 +75,11 @@ pub async fn serve(
             }
         };
         if let Some(allowed) = &allowed {
-            let ip = peer.addr.parse::<std::net::IpAddr>().ok().filter(|_| peer.port.is_some());
+            let ip = peer
+                .addr
+                .parse::<std::net::IpAddr>()
+                .ok()
+                .filter(|_| peer.port.is_some());
             if !allowed.as_ref().is_some_and(|a| a.allows(ip)) {
                 log::warn!(target: "portico::listen::fastcgi", "{name}: connection from {} refused: not in FCGI_WEB_SERVER_ADDRS (FCGI-3.2-2)", peer.addr);
                 drop(conn);

@@ -512,7 +512,10 @@ pub fn render(template: &str, dir: &Path, name: &str, vars: &[(&str, String)]) -
     for (k, v) in vars {
         text = text.replace(&format!("@{k}@"), v);
     }
-    assert!(!text.contains("@PREFIX@"), "unreplaced placeholder in {template}");
+    assert!(
+        !text.contains("@PREFIX@"),
+        "unreplaced placeholder in {template}"
+    );
     let out = dir.join(name);
     std::fs::write(&out, text).unwrap();
     out
@@ -547,7 +550,10 @@ pub fn http_at(addr: &str, request: &[u8]) -> HttpResponse {
 
 /// `GET path` to `addr` with `Connection: close`.
 pub fn get_at(addr: &str, path: &str) -> HttpResponse {
-    http_at(addr, format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
+    http_at(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
 }
 
 /// The addresses portico printed ("portico: listening on …"), in config order; waits
