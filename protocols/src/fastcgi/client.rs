@@ -75,12 +75,26 @@ pub fn encode_params<'p>(
     pairs: impl IntoIterator<Item = (&'p [u8], &'p [u8])>,
     out: &mut Vec<u8>,
 ) {
+    // Records hold whole pairs where they fit: php-fpm drops the connection when a pair
+    // is split across two PARAMS records (seen in captures; Apache does the same packing).
+    // Only a single pair longer than a record is split (FCGI-5.2-3 allows any split).
     let mut content = Vec::new();
+    let mut pair = Vec::new();
     for (name, value) in pairs {
-        encode_pair(name, value, &mut content);
+        pair.clear();
+        encode_pair(name, value, &mut pair);
+        if !content.is_empty() && content.len() + pair.len() > MAX_CONTENT_LEN {
+            encode_record(RecordType::PARAMS, request_id, &content, out);
+            content.clear();
+        }
+        if pair.len() > MAX_CONTENT_LEN {
+            encode_stream(RecordType::PARAMS, request_id, &pair, out);
+        } else {
+            content.extend_from_slice(&pair);
+        }
     }
     if !content.is_empty() {
-        encode_stream(RecordType::PARAMS, request_id, &content, out);
+        encode_record(RecordType::PARAMS, request_id, &content, out);
     }
     encode_stream(RecordType::PARAMS, request_id, &[], out);
 }
@@ -1470,5 +1484,19 @@ mod tests {
             let _ = conn.handle_read(&bytes);
             while conn.poll_event().is_some() {}
         }
+    }
+
+    #[test]
+    fn fcgi_rw_params_records_hold_whole_pairs() {
+        // 3 pairs of ~30 KB each: no record boundary may fall inside a pair.
+        let big = vec![b'v'; 30_000];
+        let pairs: Vec<(&[u8], &[u8])> = vec![(b"A", &big), (b"B", &big), (b"C", &big)];
+        let mut out = Vec::new();
+        encode_params(1, pairs.iter().copied(), &mut out);
+        let contents: Vec<usize> = crate::fastcgi::Records::new(&out)
+            .map(|r| r.content.len())
+            .collect();
+        let pair_len = crate::fastcgi::nv::encoded_pair_len(b"A", &big);
+        assert_eq!(contents, vec![2 * pair_len, pair_len, 0]);
     }
 }
