@@ -173,6 +173,103 @@ pub enum Target {
     Cgi(Arc<Cgi>),
     /// `handler = "echo"`: an in-process handler registered under that name.
     Handler(String),
+    /// `fastcgi = { upstreams = [...] }` or `fastcgi = { command = [...] }`.
+    Fastcgi(Arc<Gateway>),
+    /// `scgi = { upstreams = [...] }`.
+    Scgi(Arc<Gateway>),
+}
+
+/// `fastcgi = { … }` / `scgi = { … }`: a route served by FastCGI or SCGI applications.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    /// `upstreams`: external servers, `HOST:PORT` or `unix:/path`, balanced by least
+    /// requests in flight. Empty when `command` is given.
+    pub upstreams: Vec<Address>,
+    /// `command` (FastCGI only): managed children spawned by portico.
+    pub children: Option<Children>,
+    /// `document_root`: DOCUMENT_ROOT, and where scripts are looked up (SCRIPT_FILENAME);
+    /// with a `suffix` route the script must exist here (the `try_files` rule).
+    /// Default none.
+    pub document_root: Option<PathBuf>,
+    /// `script`: a front controller (e.g. `"/index.php"`) that serves every request of
+    /// the route; PATH_INFO is the request path. Default none.
+    pub script: Option<String>,
+    /// `max_conns`: connections per upstream at once. Default 16.
+    pub max_conns: usize,
+    /// `connect_timeout`: time to connect. Default 3 s (502 past it).
+    pub connect_timeout: Duration,
+    /// `send_timeout`: time to send the request and its body. Default 60 s (504).
+    pub send_timeout: Duration,
+    /// `read_timeout`: time to the response head, and between response reads. Default
+    /// 60 s (504).
+    pub read_timeout: Duration,
+    /// `queue_timeout`: how long a request waits for a free connection or child before
+    /// 503. Default 5 s.
+    pub queue_timeout: Duration,
+    /// `down_backoff`: how long a failed upstream is left alone before it is tried again
+    /// (doubling up to 30 s while it keeps failing). Default 1 s.
+    pub down_backoff: Duration,
+    /// `spool_memory`: a body of unknown length is held in memory up to this, then in a
+    /// temporary file, so CONTENT_LENGTH can be sent. Default 1 MiB.
+    pub spool_memory: usize,
+    /// `params`: extra params sent with every request. Default none.
+    pub params: Vec<(String, String)>,
+    /// `pass_authorization`: send `Authorization` as HTTP_AUTHORIZATION. Default true
+    /// (applications behind FastCGI usually authenticate themselves).
+    pub pass_authorization: bool,
+    /// `header_policy`: `"strict"` (default) or `"map"`.
+    pub header_policy: HeaderPolicy,
+    /// `max_header_bytes`: an application's response head; past it 502. Default 64 KiB.
+    pub max_header_bytes: usize,
+    /// `slow_request`: requests slower than this are counted (and logged) as slow.
+    /// Default 5 s.
+    pub slow_request: Duration,
+}
+
+/// How many managed children run (php-fpm's `pm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolMode {
+    /// `"static"`: always `processes` children.
+    Static,
+    /// `"dynamic"`: between `min_spare` and `max_spare` idle children, at most
+    /// `processes` in all.
+    Dynamic,
+    /// `"ondemand"`: children start when requests need them and stop after
+    /// `idle_timeout` without work.
+    Ondemand,
+}
+
+/// `fastcgi = { command = [...], … }`: managed FastCGI children.
+#[derive(Debug, Clone)]
+pub struct Children {
+    /// `command`: the program and its arguments; it gets its listening socket on fd 0.
+    pub command: Vec<String>,
+    /// `mode`: `"static"` (default), `"dynamic"` or `"ondemand"`.
+    pub mode: PoolMode,
+    /// `processes`: children at most (static: exactly). Default 4.
+    pub processes: usize,
+    /// `min_spare` (dynamic): idle children kept at least. Default 1.
+    pub min_spare: usize,
+    /// `max_spare` (dynamic): idle children kept at most. Default 3.
+    pub max_spare: usize,
+    /// `idle_timeout` (ondemand, and dynamic above max_spare): an idle child stops after
+    /// this. Default 10 s.
+    pub idle_timeout: Duration,
+    /// `max_requests`: a child is recycled after this many requests (0 = never).
+    /// Default 500.
+    pub max_requests: u64,
+    /// `request_terminate_timeout`: a child whose request runs longer is killed (504).
+    /// Default none.
+    pub terminate_timeout: Option<Duration>,
+    /// `env`: the children's environment (besides `pass_env`). Default none.
+    pub env: Vec<(String, String)>,
+    /// `pass_env`: variables of portico's environment passed on. Default `["PATH"]`.
+    pub pass_env: Vec<String>,
+    /// `cwd`: the children's working directory. Default portico's.
+    pub cwd: Option<PathBuf>,
+    /// `crash_limit`: crashes within a minute after which the pool stops respawning for
+    /// a while and answers 503. Default 10.
+    pub crash_limit: u32,
 }
 
 /// Which request headers become `HTTP_*` variables.
@@ -494,6 +591,40 @@ struct RawRoute {
     suffix: Option<String>,
     cgi: Option<RawCgi>,
     handler: Option<String>,
+    fastcgi: Option<RawGateway>,
+    scgi: Option<RawGateway>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGateway {
+    upstreams: Option<Vec<String>>,
+    command: Option<Vec<String>>,
+    document_root: Option<String>,
+    script: Option<String>,
+    max_conns: Option<i64>,
+    connect_timeout: Option<String>,
+    send_timeout: Option<String>,
+    read_timeout: Option<String>,
+    queue_timeout: Option<String>,
+    down_backoff: Option<String>,
+    spool_memory: Option<RawSize>,
+    params: Option<BTreeMap<String, String>>,
+    pass_authorization: Option<bool>,
+    header_policy: Option<String>,
+    max_header_bytes: Option<RawSize>,
+    slow_request: Option<String>,
+    mode: Option<String>,
+    processes: Option<i64>,
+    min_spare: Option<i64>,
+    max_spare: Option<i64>,
+    idle_timeout: Option<String>,
+    max_requests: Option<i64>,
+    request_terminate_timeout: Option<String>,
+    env: Option<BTreeMap<String, String>>,
+    pass_env: Option<Vec<String>>,
+    cwd: Option<String>,
+    crash_limit: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -777,6 +908,17 @@ fn typed(
             Matcher::Exact(p) | Matcher::Prefix(p) => p.clone(),
             Matcher::Suffix(s) => format!("*{s}"),
         });
+        let kinds = usize::from(r.cgi.is_some())
+            + usize::from(r.handler.is_some())
+            + usize::from(r.fastcgi.is_some())
+            + usize::from(r.scgi.is_some());
+        if kinds > 1 {
+            errors.borrow_mut().push(err(
+                format!("route[{i}]"),
+                "has more than one backend (cgi, handler, fastcgi, scgi); pick one".into(),
+            ));
+            continue;
+        }
         let target = match (r.cgi, r.handler) {
             (Some(c), None) => {
                 let root = match c.root {
@@ -836,11 +978,26 @@ fn typed(
             }
             (None, Some(h)) => Target::Handler(h),
             (None, None) => {
-                errors.borrow_mut().push(err(
-                    format!("route[{i}]"),
-                    "needs a backend: cgi = { root = … } or handler = \"name\"".into(),
-                ));
-                continue;
+                let (g, fcgi) = match (r.fastcgi, r.scgi) {
+                    (Some(g), _) => (g, true),
+                    (None, Some(g)) => (g, false),
+                    (None, None) => {
+                        errors.borrow_mut().push(err(
+                            format!("route[{i}]"),
+                            "needs a backend: cgi = { root = … }, fastcgi = { … }, scgi = { … } or handler = \"name\"".into(),
+                        ));
+                        continue;
+                    }
+                };
+                let k = key(if fcgi { "fastcgi" } else { "scgi" });
+                match gateway(g, &k, fcgi, base, err) {
+                    Ok(g) if fcgi => Target::Fastcgi(Arc::new(g)),
+                    Ok(g) => Target::Scgi(Arc::new(g)),
+                    Err(e) => {
+                        errors.borrow_mut().extend(e);
+                        continue;
+                    }
+                }
             }
             (Some(_), Some(_)) => {
                 errors.borrow_mut().push(err(
@@ -903,6 +1060,218 @@ fn parse_owner(v: &str) -> Result<(u32, u32), String> {
         }
     };
     Ok((uid, gid))
+}
+
+/// Types a `fastcgi = {…}` or `scgi = {…}` table whose key is `key`.
+fn gateway(
+    g: RawGateway,
+    key: &str,
+    fastcgi: bool,
+    base: &Path,
+    err: &impl Fn(String, String) -> ConfigError,
+) -> Result<Gateway, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let k = |f: &str| format!("{key}.{f}");
+    macro_rules! opt {
+        ($field:expr, $name:expr, $default:expr, $parse:expr) => {
+            match $field {
+                None => $default,
+                Some(v) => match $parse(v) {
+                    Ok(x) => x,
+                    Err(m) => {
+                        errors.push(err(k($name), m));
+                        $default
+                    }
+                },
+            }
+        };
+    }
+    let dur = |v: String| parse_duration(&v);
+    let mut upstreams = Vec::new();
+    for (n, u) in g.upstreams.clone().unwrap_or_default().iter().enumerate() {
+        match u.parse::<Address>() {
+            Ok(Address::Unix(p)) => upstreams.push(Address::Unix(base.join(p))),
+            Ok(Address::Inherited(_)) => errors.push(err(
+                format!("{key}.upstreams[{n}]"),
+                "an upstream cannot be an inherited socket".into(),
+            )),
+            Ok(a) => upstreams.push(a),
+            Err(e) => errors.push(err(format!("{key}.upstreams[{n}]"), e.to_string())),
+        }
+    }
+    let children = match (&g.command, fastcgi) {
+        (Some(_), false) => {
+            errors.push(err(
+                k("command"),
+                "managed children are for FastCGI only; SCGI routes take upstreams".into(),
+            ));
+            None
+        }
+        (Some(cmd), true) if cmd.is_empty() => {
+            errors.push(err(
+                k("command"),
+                "is empty: give the program and its arguments".into(),
+            ));
+            None
+        }
+        (Some(cmd), true) => {
+            let mode = opt!(
+                g.mode.clone(),
+                "mode",
+                PoolMode::Static,
+                |v: String| match v.as_str() {
+                    "static" => Ok(PoolMode::Static),
+                    "dynamic" => Ok(PoolMode::Dynamic),
+                    "ondemand" => Ok(PoolMode::Ondemand),
+                    o => Err(format!(
+                        "unknown mode {o:?} (expected static, dynamic or ondemand)"
+                    )),
+                }
+            );
+            let processes = opt!(g.processes, "processes", 4, |v: i64| in_range(v, 1, 4096)
+                .map(|v| v as usize));
+            let min_spare = opt!(g.min_spare, "min_spare", 1, |v: i64| in_range(v, 0, 4096)
+                .map(|v| v as usize));
+            let max_spare = opt!(g.max_spare, "max_spare", 3, |v: i64| in_range(v, 1, 4096)
+                .map(|v| v as usize));
+            if mode == PoolMode::Dynamic && (min_spare > max_spare || max_spare > processes) {
+                errors.push(err(
+                    k("max_spare"),
+                    format!("needs min_spare ({min_spare}) <= max_spare ({max_spare}) <= processes ({processes})"),
+                ));
+            }
+            Some(Children {
+                command: cmd.clone(),
+                mode,
+                processes,
+                min_spare,
+                max_spare,
+                idle_timeout: opt!(
+                    g.idle_timeout.clone(),
+                    "idle_timeout",
+                    Duration::from_secs(10),
+                    dur
+                ),
+                max_requests: opt!(g.max_requests, "max_requests", 500, |v: i64| in_range(
+                    v,
+                    0,
+                    i64::MAX
+                )
+                .map(|v| v as u64)),
+                terminate_timeout: opt!(
+                    g.request_terminate_timeout.clone(),
+                    "request_terminate_timeout",
+                    None,
+                    |v: String| parse_duration(&v).map(Some)
+                ),
+                env: g.env.clone().unwrap_or_default().into_iter().collect(),
+                pass_env: g.pass_env.clone().unwrap_or_else(|| vec!["PATH".into()]),
+                cwd: g.cwd.as_ref().map(|c| base.join(c)),
+                crash_limit: opt!(g.crash_limit, "crash_limit", 10, |v: i64| in_range(
+                    v, 1, 1_000_000
+                )
+                .map(|v| v as u32)),
+            })
+        }
+        (None, _) => {
+            if g.upstreams.is_none() {
+                errors.push(err(
+                    key.to_owned(),
+                    if fastcgi {
+                        "needs upstreams = [\"HOST:PORT\" | \"unix:/path\", …] or command = [\"php-cgi\", …]".into()
+                    } else {
+                        "needs upstreams = [\"HOST:PORT\" | \"unix:/path\", …]".into()
+                    },
+                ));
+            } else if upstreams.is_empty() && errors.is_empty() {
+                errors.push(err(k("upstreams"), "is empty".into()));
+            }
+            for (name, set) in [
+                ("mode", g.mode.is_some()),
+                ("processes", g.processes.is_some()),
+                ("max_requests", g.max_requests.is_some()),
+                ("env", g.env.is_some()),
+            ] {
+                if set {
+                    errors.push(err(
+                        k(name),
+                        "applies to managed children (command = [...]) only".into(),
+                    ));
+                }
+            }
+            None
+        }
+    };
+    if children.is_some() && !upstreams.is_empty() {
+        errors.push(err(
+            key.to_owned(),
+            "has both upstreams and command; pick one".into(),
+        ));
+    }
+    let script = match g.script {
+        Some(s) if !s.starts_with('/') => {
+            errors.push(err(k("script"), format!("{s:?} must start with '/'")));
+            None
+        }
+        s => s,
+    };
+    let gw = Gateway {
+        upstreams,
+        children,
+        document_root: g.document_root.as_ref().map(|d| base.join(d)),
+        script,
+        max_conns: opt!(g.max_conns, "max_conns", 16, |v: i64| in_range(
+            v, 1, 100_000
+        )
+        .map(|v| v as usize)),
+        connect_timeout: opt!(
+            g.connect_timeout,
+            "connect_timeout",
+            Duration::from_secs(3),
+            dur
+        ),
+        send_timeout: opt!(g.send_timeout, "send_timeout", Duration::from_secs(60), dur),
+        read_timeout: opt!(g.read_timeout, "read_timeout", Duration::from_secs(60), dur),
+        queue_timeout: opt!(
+            g.queue_timeout,
+            "queue_timeout",
+            Duration::from_secs(5),
+            dur
+        ),
+        down_backoff: opt!(g.down_backoff, "down_backoff", Duration::from_secs(1), dur),
+        spool_memory: opt!(g.spool_memory, "spool_memory", 1 << 20, |v| size(
+            v,
+            0,
+            1 << 32
+        )
+        .map(|v| v as usize)),
+        params: g.params.unwrap_or_default().into_iter().collect(),
+        pass_authorization: g.pass_authorization.unwrap_or(true),
+        header_policy: opt!(
+            g.header_policy,
+            "header_policy",
+            HeaderPolicy::Strict,
+            |v: String| {
+                match v.as_str() {
+                    "strict" => Ok(HeaderPolicy::Strict),
+                    "map" => Ok(HeaderPolicy::Map),
+                    o => Err(format!("unknown policy {o:?} (expected strict or map)")),
+                }
+            }
+        ),
+        max_header_bytes: opt!(g.max_header_bytes, "max_header_bytes", 64 * 1024, |v| size(
+            v,
+            256,
+            1 << 24
+        )
+        .map(|v| v as usize)),
+        slow_request: opt!(g.slow_request, "slow_request", Duration::from_secs(5), dur),
+    };
+    if errors.is_empty() {
+        Ok(gw)
+    } else {
+        Err(errors)
+    }
 }
 
 fn in_range(v: i64, lo: i64, hi: i64) -> Result<i64, String> {

@@ -71,6 +71,13 @@ impl Dispatcher {
         &self.stats
     }
 
+    /// Stops what the backends run (managed FastCGI children), gracefully.
+    pub async fn shutdown(&self) {
+        for r in &self.routes {
+            r.backend.shutdown().await;
+        }
+    }
+
     /// Serves one request; never fails: errors become error responses.
     pub async fn dispatch(&self, req: Request) -> Response {
         let start = Instant::now();

@@ -278,3 +278,65 @@ pub mod fs {
 pub fn stdio() -> (async_std::io::Stdin, async_std::io::Stdout) {
     (async_std::io::stdin(), async_std::io::stdout())
 }
+
+/// A connected stream to an upstream: TCP or Unix-domain.
+pub enum Connection {
+    /// TCP.
+    Tcp(TcpStream),
+    /// Unix-domain.
+    Unix(UnixStream),
+}
+
+impl Connection {
+    /// Connects to `host:port`.
+    pub async fn tcp(addr: &str) -> io::Result<Connection> {
+        let s = TcpStream::connect(addr).await?;
+        let _ = s.set_nodelay(true);
+        Ok(Connection::Tcp(s))
+    }
+
+    /// Connects to a Unix socket.
+    pub async fn unix(path: &std::path::Path) -> io::Result<Connection> {
+        Ok(Connection::Unix(UnixStream::connect(path).await?))
+    }
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Connection::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Connection::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Connection::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Connection::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Connection::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Connection::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Connection::Tcp(s) => Pin::new(s).poll_close(cx),
+            Connection::Unix(s) => Pin::new(s).poll_close(cx),
+        }
+    }
+}

@@ -8,6 +8,8 @@ use std::io;
 use std::sync::Arc;
 
 use crate::backend::handler::ServerView;
+use crate::backend::fastcgi::FastcgiBackend;
+use crate::backend::scgi::ScgiBackend;
 use crate::backend::{Backend, Registry, cgi::CgiBackend};
 use crate::config::{AccessLog, Config, Matcher, Protocol, Target};
 use crate::dispatch::{AccessSink, Dispatcher, RouteEntry};
@@ -62,6 +64,7 @@ pub struct Running {
     trigger: Option<rt::ShutdownTrigger>,
     done: rt::Drain,
     grace: std::time::Duration,
+    dispatcher: Arc<Dispatcher>,
 }
 
 impl Running {
@@ -75,6 +78,7 @@ impl Running {
         if !drained {
             log::warn!(target: "portico::server", "grace period over: stopping remaining requests");
         }
+        self.dispatcher.shutdown().await;
         let killed = procs::kill_all();
         if killed > 0 {
             log::warn!(target: "portico::server", "killed {killed} remaining child process group(s)");
@@ -126,6 +130,7 @@ pub async fn start(config: Config, registry: &Registry) -> Result<Running, Serve
         trigger: Some(trigger),
         done,
         grace: config.server.grace,
+        dispatcher,
     })
 }
 
@@ -194,6 +199,11 @@ pub fn dispatcher(
                 let b = match &r.target {
                     Target::Cgi(c) => format!("cgi {}", c.root.display()),
                     Target::Handler(h) => format!("handler {h}"),
+                    Target::Fastcgi(g) => match &g.children {
+                        Some(c) => format!("fastcgi children: {}", c.command.join(" ")),
+                        None => format!("fastcgi {}", list(&g.upstreams)),
+                    },
+                    Target::Scgi(g) => format!("scgi {}", list(&g.upstreams)),
                 };
                 (r.name.clone(), m, b)
             })
@@ -209,6 +219,20 @@ pub fn dispatcher(
                 c.clone(),
                 server_info.clone(),
                 stats.clone(),
+            )),
+            Target::Fastcgi(g) => Backend::Fastcgi(FastcgiBackend::new(
+                &r.name,
+                g.clone(),
+                suffix_of(&r.matcher),
+                server_info.clone(),
+                &stats,
+            )),
+            Target::Scgi(g) => Backend::Scgi(ScgiBackend::new(
+                &r.name,
+                g.clone(),
+                suffix_of(&r.matcher),
+                server_info.clone(),
+                &stats,
             )),
             Target::Handler(name) => match registry.build(name, &view) {
                 Some(h) => Backend::Handler(h),
@@ -256,8 +280,20 @@ pub fn dispatcher(
 pub async fn run_cgi(config: Config, registry: &Registry) -> Result<(), ServerError> {
     let dispatcher = dispatcher(&config, registry, vec!["cgi (run by a web server)".into()])?;
     let result = listen::cgi::serve_once(&dispatcher).await;
+    dispatcher.shutdown().await;
     procs::kill_all();
     result.map_err(ServerError::Stdio)
+}
+
+fn list(addrs: &[crate::addr::Address]) -> String {
+    addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+fn suffix_of(m: &Matcher) -> Option<String> {
+    match m {
+        Matcher::Suffix(s) => Some(s.clone()),
+        _ => None,
+    }
 }
 
 fn protocol_name(p: Protocol) -> &'static str {

@@ -40,6 +40,43 @@ pub struct Stats {
     pub spawned: AtomicU64,
     /// One entry per configured route, in config order.
     pub routes: Vec<RouteStats>,
+    /// FastCGI and SCGI pools, by route name (filled as backends are built).
+    pub pools: std::sync::Mutex<Vec<Arc<PoolStats>>>,
+}
+
+/// php-fpm-style figures for one FastCGI or SCGI pool.
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    /// The route's name.
+    pub name: String,
+    /// `fastcgi` or `scgi`; `children` for managed FastCGI children.
+    pub kind: String,
+    /// Requests accepted by the pool.
+    pub accepted: AtomicU64,
+    /// Requests in flight.
+    pub in_flight: AtomicU64,
+    /// Requests waiting for a connection or child (php-fpm's listen queue).
+    pub queued: AtomicU64,
+    /// Most requests ever waiting at once.
+    pub max_queued: AtomicU64,
+    /// Idle children (managed pools) or idle kept connections (upstreams).
+    pub idle: AtomicU64,
+    /// Busy children or connections in use.
+    pub busy: AtomicU64,
+    /// Times a request found every child busy and none could be added.
+    pub max_children_reached: AtomicU64,
+    /// Requests slower than the route's `slow_request`.
+    pub slow_requests: AtomicU64,
+    /// Requests refused with 503 after waiting `queue_timeout`.
+    pub rejected: AtomicU64,
+    /// Requests that failed with 502/504.
+    pub failed: AtomicU64,
+    /// Children spawned (managed pools).
+    pub spawned: AtomicU64,
+    /// Children that exited on their own with a failure (managed pools).
+    pub crashed: AtomicU64,
+    /// Children recycled after `max_requests` or their own request limit.
+    pub recycled: AtomicU64,
 }
 
 impl Stats {
@@ -58,7 +95,21 @@ impl Stats {
                     ..RouteStats::default()
                 })
                 .collect(),
+            pools: std::sync::Mutex::new(Vec::new()),
         })
+    }
+
+    /// Registers a pool's figures.
+    pub fn add_pool(&self, name: &str, kind: &str) -> Arc<PoolStats> {
+        let p = Arc::new(PoolStats {
+            name: name.to_owned(),
+            kind: kind.to_owned(),
+            ..PoolStats::default()
+        });
+        if let Ok(mut pools) = self.pools.lock() {
+            pools.push(p.clone());
+        }
+        p
     }
 
     /// Records that a child process started; the guard records its end when dropped.

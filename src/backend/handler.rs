@@ -266,6 +266,30 @@ fn json(s: &Stats) -> Bytes {
             r.latency_us_max.load(Relaxed) as f64 / 1000.0,
         );
     }
+    o.push_str("],\"pools\":[");
+    let pools = s.pools.lock().map(|p| p.clone()).unwrap_or_default();
+    for (i, p) in pools.iter().enumerate() {
+        let _ = write!(
+            o,
+            "{}{{\"name\":{},\"kind\":{},\"accepted\":{},\"in_flight\":{},\"listen_queue\":{},\"max_listen_queue\":{},\"idle\":{},\"busy\":{},\"max_children_reached\":{},\"slow_requests\":{},\"rejected\":{},\"failed\":{},\"spawned\":{},\"crashed\":{},\"recycled\":{}}}",
+            if i > 0 { "," } else { "" },
+            json_str(&p.name),
+            json_str(&p.kind),
+            p.accepted.load(Relaxed),
+            p.in_flight.load(Relaxed),
+            p.queued.load(Relaxed),
+            p.max_queued.load(Relaxed),
+            p.idle.load(Relaxed),
+            p.busy.load(Relaxed),
+            p.max_children_reached.load(Relaxed),
+            p.slow_requests.load(Relaxed),
+            p.rejected.load(Relaxed),
+            p.failed.load(Relaxed),
+            p.spawned.load(Relaxed),
+            p.crashed.load(Relaxed),
+            p.recycled.load(Relaxed),
+        );
+    }
     o.push_str("]}\n");
     Bytes::from(o)
 }
@@ -325,6 +349,30 @@ fn prometheus_text(s: &Stats) -> Bytes {
             json_str(&r.name),
             r.latency_us_sum.load(Relaxed) as f64 / 1e6
         );
+    }
+    let pools = s.pools.lock().map(|p| p.clone()).unwrap_or_default();
+    for (metric, kind, get) in [
+        ("accepted_total", "counter", (|p: &crate::stats::PoolStats| p.accepted.load(Relaxed)) as fn(&crate::stats::PoolStats) -> u64),
+        ("in_flight", "gauge", |p| p.in_flight.load(Relaxed)),
+        ("listen_queue", "gauge", |p| p.queued.load(Relaxed)),
+        ("max_listen_queue", "gauge", |p| p.max_queued.load(Relaxed)),
+        ("idle", "gauge", |p| p.idle.load(Relaxed)),
+        ("busy", "gauge", |p| p.busy.load(Relaxed)),
+        ("max_children_reached_total", "counter", |p| p.max_children_reached.load(Relaxed)),
+        ("slow_requests_total", "counter", |p| p.slow_requests.load(Relaxed)),
+        ("rejected_total", "counter", |p| p.rejected.load(Relaxed)),
+        ("failed_total", "counter", |p| p.failed.load(Relaxed)),
+        ("spawned_total", "counter", |p| p.spawned.load(Relaxed)),
+        ("crashed_total", "counter", |p| p.crashed.load(Relaxed)),
+        ("recycled_total", "counter", |p| p.recycled.load(Relaxed)),
+    ] {
+        if pools.is_empty() {
+            break;
+        }
+        let _ = writeln!(o, "# TYPE portico_pool_{metric} {kind}");
+        for p in &pools {
+            let _ = writeln!(o, "portico_pool_{metric}{{pool={},kind={}}} {}", json_str(&p.name), json_str(&p.kind), get(p));
+        }
     }
     o.push_str("# TYPE portico_route_latency_seconds_max gauge\n");
     for r in &s.routes {

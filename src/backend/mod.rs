@@ -11,7 +11,12 @@ use bytes::Bytes;
 use crate::model::{Request, Response};
 
 pub mod cgi;
+pub(crate) mod children;
+pub mod fastcgi;
+pub(crate) mod gateway;
 pub mod handler;
+pub(crate) mod head;
+pub mod scgi;
 pub mod spool;
 
 pub use handler::{Handler, HandlerFuture, Registry};
@@ -76,6 +81,10 @@ pub enum Backend {
     Cgi(cgi::CgiBackend),
     /// An in-process handler.
     Handler(Arc<dyn Handler>),
+    /// FastCGI upstreams or managed children.
+    Fastcgi(fastcgi::FastcgiBackend),
+    /// SCGI upstreams.
+    Scgi(scgi::ScgiBackend),
 }
 
 impl Backend {
@@ -84,6 +93,15 @@ impl Backend {
         match self {
             Backend::Cgi(b) => b.call(req, m).await,
             Backend::Handler(h) => h.call(req, m.clone()).await.map(Reply::Response),
+            Backend::Fastcgi(b) => b.call(req, m).await,
+            Backend::Scgi(b) => b.call(req, m).await,
+        }
+    }
+
+    /// Stops what the backend runs (managed children), gracefully.
+    pub async fn shutdown(&self) {
+        if let Backend::Fastcgi(b) = self {
+            b.shutdown().await;
         }
     }
 }

@@ -9,7 +9,12 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+pub mod cgi;
+pub mod fastcgi;
 pub mod report;
+pub mod scgi;
+pub mod serve;
+pub mod spawn;
 
 use report::Format;
 
@@ -51,6 +56,36 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Runs the checker; the exit status is non-zero when any FAIL (or ERROR) was found.
 pub fn run(args: ProbeArgs) -> ExitCode {
+    let first = args.target.first().map(String::as_str).unwrap_or_default();
+    if args.serve {
+        return serve::run(&args);
+    }
+    if first.starts_with("fastcgi") || args.spawn.is_some() {
+        return fastcgi::run(&args);
+    }
+    let report = if first.starts_with("scgi") {
+        let Some(target) = scgi::Target::parse(first) else {
+            eprintln!("portico probe: bad SCGI target {first:?} (scgi://HOST:PORT or scgi+unix:/path)");
+            return ExitCode::from(2);
+        };
+        Some(scgi::probe(&target, &args))
+    } else if first == "cgi" {
+        let Some(path) = args.target.get(1) else {
+            eprintln!("portico probe: `cgi` needs the path of a CGI program");
+            return ExitCode::from(2);
+        };
+        Some(cgi::probe(std::path::Path::new(path), &args))
+    } else {
+        None
+    };
+    if let Some(report) = report {
+        print!("{}", report.render(args.format));
+        return if report.failed() {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
     eprintln!("portico probe: not available yet ({:?})", args.target);
     ExitCode::from(2)
 }

@@ -265,6 +265,12 @@ impl Report {
         }
     }
 
+    /// The summary line alone (`TARGET: N checks, M findings: … in 1.23s`), for reports whose
+    /// findings were printed as they came (`probe --serve`).
+    pub fn summary_line(&self) -> String {
+        self.summary()
+    }
+
     fn summary(&self) -> String {
         let (p, i, w, f, e) = self.counts();
         format!(

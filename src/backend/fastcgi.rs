@@ -1,0 +1,370 @@
+//! The FastCGI backend: external upstreams (php-fpm or any FastCGI server) reached
+//! through the fastcgi-client crate with pooled keep-alive connections, or managed
+//! children (`children.rs`). The reply goes through the one CGI response parser.
+//!
+//! fastcgi-client's limits, known and handled here: one request per connection (no
+//! multiplexing: a pooled connection serves one request at a time), params held as
+//! UTF-8 strings (a request whose params are not UTF-8 gets a clear 400), the whole
+//! request body is sent before the reply is read (fine for PHP, which reads its body
+//! first), and its defaults GATEWAY_INTERFACE=FastCGI/1.0 and
+//! SERVER_SOFTWARE=fastcgi-client-rs are overridden by ours.
+//!
+//! Must not import listen or dispatch.
+
+use std::borrow::Cow;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fastcgi_client::conn::KeepAlive;
+use fastcgi_client::response::Content;
+use fastcgi_client::{Client, Params, StreamExt};
+
+use super::children::ChildPool;
+use super::gateway::{self, BodyReader, Chunk, PreparedBody, Upstream};
+use super::{BackendError, Reply, RouteMatch};
+use crate::config::Gateway;
+use crate::meta::ServerInfo;
+use crate::model::Request;
+use crate::rt;
+use crate::stats::{PoolStats, Stats};
+
+/// A kept connection to a FastCGI application.
+pub(crate) type FcgiClient = Client<rt::Connection, KeepAlive>;
+
+/// A FastCGI route's backend.
+pub struct FastcgiBackend {
+    settings: Arc<Gateway>,
+    suffix: Option<String>,
+    server: Arc<ServerInfo>,
+    target: Target,
+    stats: Arc<PoolStats>,
+}
+
+enum Target {
+    Upstreams(Arc<Vec<Arc<FcgiUpstream>>>),
+    Children(Arc<ChildPool>),
+}
+
+/// An upstream with its idle kept connections.
+pub(crate) struct FcgiUpstream {
+    up: Upstream,
+    idle: Mutex<Vec<FcgiClient>>,
+}
+
+impl FastcgiBackend {
+    /// A backend for `settings`; `suffix` is the route's suffix matcher (the PHP way of
+    /// splitting PATH_INFO), `name` the route's name for logs and status.
+    pub fn new(
+        name: &str,
+        settings: Arc<Gateway>,
+        suffix: Option<String>,
+        server: Arc<ServerInfo>,
+        stats: &Arc<Stats>,
+    ) -> FastcgiBackend {
+        let target = match &settings.children {
+            Some(_) => {
+                let pool_stats = stats.add_pool(name, "fastcgi-children");
+                let pool = ChildPool::start(name, settings.clone(), pool_stats.clone(), stats.clone());
+                return FastcgiBackend {
+                    settings,
+                    suffix,
+                    server,
+                    target: Target::Children(pool),
+                    stats: pool_stats,
+                };
+            }
+            None => Target::Upstreams(Arc::new(
+                settings
+                    .upstreams
+                    .iter()
+                    .map(|a| {
+                        Arc::new(FcgiUpstream {
+                            up: Upstream::new(a.clone(), settings.max_conns),
+                            idle: Mutex::new(Vec::new()),
+                        })
+                    })
+                    .collect(),
+            )),
+        };
+        FastcgiBackend {
+            stats: stats.add_pool(name, "fastcgi"),
+            settings,
+            suffix,
+            server,
+            target,
+        }
+    }
+
+    /// Stops managed children (graceful: they finish their request first).
+    pub async fn shutdown(&self) {
+        if let Target::Children(pool) = &self.target {
+            pool.shutdown().await;
+        }
+    }
+
+    /// Serves one request.
+    pub async fn call(&self, req: Request, m: &RouteMatch) -> Result<Reply, BackendError> {
+        let started = Instant::now();
+        let gateway::Prepared {
+            vars,
+            body,
+            content_length,
+            head_only,
+            script_name,
+        } = gateway::prepare(&self.settings, self.suffix.as_deref(), &self.server, req, m).await?;
+        let params = to_params(&vars)?;
+        let what = format!("FastCGI {script_name}");
+        self.stats.accepted.fetch_add(1, Relaxed);
+        let (tx, rx) = rt::channel::bounded::<Chunk>(4);
+        let body = BodyReader::new(body);
+        let retry_ok = content_length == 0;
+        match &self.target {
+            Target::Upstreams(ups) => {
+                let (up, client, permit) = self.checkout(ups).await?;
+                let settings = self.settings.clone();
+                let stats = self.stats.clone();
+                stats.in_flight.fetch_add(1, Relaxed);
+                up.up.in_flight.fetch_add(1, Relaxed);
+                drop(rt::spawn(async move {
+                    let mut client = Some(client);
+                    let mut body = Some(body);
+                    let mut result = None;
+                    for attempt in 0..2 {
+                        let c = match client.take() {
+                            Some(c) => c,
+                            None => match up.up.connect(settings.connect_timeout).await {
+                                Ok(c) => Client::new_keep_alive(c),
+                                Err(e) => {
+                                    up.up.mark_down(settings.down_backoff, &e.to_string());
+                                    let _ = tx.send(Chunk::Failed(e)).await;
+                                    break;
+                                }
+                            },
+                        };
+                        let b = match body.take() {
+                            Some(b) => b,
+                            None => BodyReader::new(PreparedBody::Stream(crate::model::Body::empty())),
+                        };
+                        match exchange(c, params.clone(), b, &tx, settings.send_timeout).await {
+                            Outcome::Done(c) => {
+                                up.up.mark_up();
+                                result = Some(c);
+                                break;
+                            }
+                            // A kept connection the server had closed: retry once on a
+                            // fresh one if nothing was sent that cannot be sent again.
+                            Outcome::Stale if attempt == 0 && retry_ok => continue,
+                            Outcome::Stale => {
+                                let e = BackendError::BadGateway(format!("{} closed the connection without a reply", up.up.addr));
+                                up.up.mark_down(settings.down_backoff, &e.to_string());
+                                let _ = tx.send(Chunk::Failed(e)).await;
+                                break;
+                            }
+                            Outcome::Failed | Outcome::Dropped => break,
+                        }
+                    }
+                    if let Some(c) = result
+                        && let Ok(mut idle) = up.idle.lock()
+                    {
+                        idle.push(c);
+                    }
+                    up.up.in_flight.fetch_sub(1, Relaxed);
+                    stats.in_flight.fetch_sub(1, Relaxed);
+                    drop(permit);
+                }));
+            }
+            Target::Children(pool) => {
+                let lease = pool.checkout(self.settings.queue_timeout).await?;
+                let send_timeout = self.settings.send_timeout;
+                drop(rt::spawn(async move {
+                    let mut lease = lease;
+                    let client = lease.take_client();
+                    let outcome = match client {
+                        Some(c) => {
+                            let fut = exchange(c, params, body, &tx, send_timeout);
+                            match lease.terminate_timeout() {
+                                Some(limit) => match rt::timeout(limit, fut).await {
+                                    Ok(o) => o,
+                                    Err(rt::Elapsed) => {
+                                        lease.kill(&format!("request ran past request_terminate_timeout ({limit:?})"));
+                                        let _ = tx
+                                            .send(Chunk::Failed(BackendError::Timeout(format!(
+                                                "request_terminate_timeout ({limit:?}) passed"
+                                            ))))
+                                            .await;
+                                        Outcome::Failed
+                                    }
+                                },
+                                None => fut.await,
+                            }
+                        }
+                        None => {
+                            let _ = tx
+                                .send(Chunk::Failed(BackendError::BadGateway("child has no connection".into())))
+                                .await;
+                            Outcome::Failed
+                        }
+                    };
+                    match outcome {
+                        Outcome::Done(c) => lease.release(Some(c)),
+                        Outcome::Stale => {
+                            let _ = tx
+                                .send(Chunk::Failed(BackendError::BadGateway("the child closed the connection without a reply".into())))
+                                .await;
+                            lease.release(None)
+                        }
+                        Outcome::Failed | Outcome::Dropped => lease.release(None),
+                    }
+                }));
+            }
+        }
+        let reply = gateway::respond(rx, head_only, self.settings.max_header_bytes, self.settings.read_timeout, &what).await;
+        if matches!(reply, Err(BackendError::BadGateway(_) | BackendError::Timeout(_))) {
+            self.stats.failed.fetch_add(1, Relaxed);
+        }
+        if started.elapsed() > self.settings.slow_request {
+            self.stats.slow_requests.fetch_add(1, Relaxed);
+            log::warn!(target: "portico::backend::fastcgi", "{what}: slow request ({:?})", started.elapsed());
+        }
+        reply
+    }
+
+    /// The least busy upstream with a free connection slot, waiting at most
+    /// `queue_timeout` for one (503 past it); a connect failure moves on to the next.
+    async fn checkout(
+        &self,
+        ups: &Arc<Vec<Arc<FcgiUpstream>>>,
+    ) -> Result<(Arc<FcgiUpstream>, FcgiClient, rt::SemaphoreGuardArc), BackendError> {
+        let plain: Vec<&Upstream> = ups.iter().map(|u| &u.up).collect();
+        let order = order_refs(&plain);
+        let mut last_err = None;
+        for i in order {
+            let Some(u) = ups.get(i) else { continue };
+            let permit = match u.up.permits.try_acquire_arc() {
+                Some(p) => p,
+                None => {
+                    self.stats.queued.fetch_add(1, Relaxed);
+                    let q = self.stats.queued.load(Relaxed);
+                    self.stats.max_queued.fetch_max(q, Relaxed);
+                    let waited = rt::timeout(self.settings.queue_timeout, u.up.permits.acquire_arc()).await;
+                    self.stats.queued.fetch_sub(1, Relaxed);
+                    match waited {
+                        Ok(p) => p,
+                        Err(rt::Elapsed) => {
+                            self.stats.rejected.fetch_add(1, Relaxed);
+                            return Err(BackendError::Busy(format!(
+                                "every connection to {} stayed busy for {:?} (queue_timeout)",
+                                u.up.addr, self.settings.queue_timeout
+                            )));
+                        }
+                    }
+                }
+            };
+            let idle = u.idle.lock().ok().and_then(|mut v| v.pop());
+            if let Some(c) = idle {
+                return Ok((u.clone(), c, permit));
+            }
+            match u.up.connect(self.settings.connect_timeout).await {
+                Ok(c) => return Ok((u.clone(), Client::new_keep_alive(c), permit)),
+                Err(e) => {
+                    u.up.mark_down(self.settings.down_backoff, &e.to_string());
+                    last_err = Some(e);
+                }
+            }
+        }
+        Err(last_err.unwrap_or_else(|| BackendError::BadGateway("no upstream configured".into())))
+    }
+}
+
+fn order_refs(ups: &[&Upstream]) -> Vec<usize> {
+    let now = Instant::now();
+    let mut idx: Vec<usize> = (0..ups.len()).collect();
+    idx.sort_by_key(|&i| (ups[i].is_down(now), ups[i].in_flight.load(Relaxed)));
+    idx
+}
+
+/// How one exchange on one connection ended.
+pub(crate) enum Outcome {
+    /// The reply is complete; the connection can serve again.
+    Done(FcgiClient),
+    /// The connection failed before any reply byte (a kept connection closed by the
+    /// server): nothing was sent to the responder yet.
+    Stale,
+    /// The exchange failed; the responder was told.
+    Failed,
+    /// The responder went away (client gone); the connection is dropped, which aborts
+    /// the request (FCGI-5.4-5).
+    Dropped,
+}
+
+/// Sends one request on `client` and forwards the reply to `tx`.
+pub(crate) async fn exchange(
+    mut client: FcgiClient,
+    params: Params<'static>,
+    body: BodyReader,
+    tx: &rt::channel::Sender<Chunk>,
+    send_timeout: Duration,
+) -> Outcome {
+    let request = fastcgi_client::Request::new(params, body);
+    let mut stream = match rt::timeout(send_timeout, client.execute_stream(request)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            log::debug!(target: "portico::backend::fastcgi", "send failed: {e}");
+            return Outcome::Stale;
+        }
+        Err(rt::Elapsed) => {
+            let _ = tx
+                .send(Chunk::Failed(BackendError::Timeout(format!("sending the request took over {send_timeout:?}"))))
+                .await;
+            return Outcome::Failed;
+        }
+    };
+    let mut got_any = false;
+    loop {
+        match stream.next().await {
+            None => break,
+            Some(Ok(Content::Stdout(b))) => {
+                got_any = true;
+                if tx.send(Chunk::Data(b)).await.is_err() {
+                    return Outcome::Dropped;
+                }
+            }
+            Some(Ok(Content::Stderr(b))) => {
+                got_any = true;
+                for line in b.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
+                    log::warn!(target: "portico::backend::fastcgi", "stderr: {}", String::from_utf8_lossy(line));
+                }
+            }
+            Some(Err(e)) => {
+                if !got_any {
+                    log::debug!(target: "portico::backend::fastcgi", "reply failed before any byte: {e}");
+                    return Outcome::Stale;
+                }
+                let _ = tx
+                    .send(Chunk::Failed(BackendError::BadGateway(format!("FastCGI reply: {e}"))))
+                    .await;
+                return Outcome::Failed;
+            }
+        }
+    }
+    drop(stream);
+    let _ = tx.send(Chunk::Done).await;
+    Outcome::Done(client)
+}
+
+/// The params as fastcgi-client holds them: UTF-8 only (a documented limit of the
+/// crate), so a request whose variables are not UTF-8 is refused with 400.
+fn to_params(vars: &[(String, Vec<u8>)]) -> Result<Params<'static>, BackendError> {
+    let mut p = Params::default();
+    p.clear();
+    for (name, value) in vars {
+        let value = String::from_utf8(value.clone()).map_err(|_| {
+            BackendError::BadRequest(format!(
+                "{name} is not UTF-8, which the FastCGI client (fastcgi-client) cannot send"
+            ))
+        })?;
+        p.insert(Cow::Owned(name.clone()), Cow::Owned(value));
+    }
+    Ok(p)
+}
