@@ -7,8 +7,8 @@
 use std::io;
 use std::sync::Arc;
 
-use crate::backend::handler::ServerView;
 use crate::backend::fastcgi::FastcgiBackend;
+use crate::backend::handler::ServerView;
 use crate::backend::scgi::ScgiBackend;
 use crate::backend::{Backend, Registry, cgi::CgiBackend};
 use crate::config::{AccessLog, Config, Matcher, Protocol, Target};
@@ -286,7 +286,11 @@ pub async fn run_cgi(config: Config, registry: &Registry) -> Result<(), ServerEr
 }
 
 fn list(addrs: &[crate::addr::Address]) -> String {
-    addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+    addrs
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn suffix_of(m: &Matcher) -> Option<String> {

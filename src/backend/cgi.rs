@@ -54,8 +54,8 @@ use proto::Status;
 use proto::cgi::meta::{self as cgi_meta, HeaderNamePolicy, HeaderOptions, Lookup, SplitKind};
 use proto::cgi::response::{self, Limits};
 
-use super::spool::{self, SpoolError, Spooled};
 use super::head::{BodyMode, Head, HeadOptions, build_head};
+use super::spool::{self, SpoolError, Spooled};
 use super::{BackendError, Reply, RouteMatch};
 use crate::config::{Cgi, HeaderPolicy};
 use crate::meta::{self, Script, ServerInfo};
@@ -756,7 +756,6 @@ async fn read_head(stdout: &mut ChildStdout, opts: &HeadOptions) -> Result<(Head
         }
     }
 }
-
 
 /// Streams the body: `rest` first, then stdout in bounded chunks, each sent only when
 /// the client has room (backpressure), then the end mark.

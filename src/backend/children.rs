@@ -99,7 +99,10 @@ impl ChildPool {
             crash_limit: 1,
         });
         // A private runtime directory (0700) for the children's sockets.
-        let tmp = tempfile::Builder::new().prefix("portico-fcgi-").tempdir().ok();
+        let tmp = tempfile::Builder::new()
+            .prefix("portico-fcgi-")
+            .tempdir()
+            .ok();
         let dir = tmp
             .as_ref()
             .map(|t| t.path().to_path_buf())
@@ -129,7 +132,10 @@ impl ChildPool {
 
     /// An idle child for one request: an idle one, a new one if the mode allows, or the
     /// next one to become idle within `queue_timeout` (503 past it).
-    pub(crate) async fn checkout(self: &Arc<Self>, queue_timeout: Duration) -> Result<Lease, BackendError> {
+    pub(crate) async fn checkout(
+        self: &Arc<Self>,
+        queue_timeout: Duration,
+    ) -> Result<Lease, BackendError> {
         if let Some(until) = self.paused() {
             return Err(BackendError::Busy(format!(
                 "{}: children crash-looping; respawning paused for {:?}",
@@ -158,7 +164,9 @@ impl ChildPool {
             self.stats.max_children_reached.fetch_add(1, Relaxed);
         }
         self.stats.queued.fetch_add(1, Relaxed);
-        self.stats.max_queued.fetch_max(self.stats.queued.load(Relaxed), Relaxed);
+        self.stats
+            .max_queued
+            .fetch_max(self.stats.queued.load(Relaxed), Relaxed);
         let deadline = Instant::now() + queue_timeout;
         let got = loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -184,6 +192,11 @@ impl ChildPool {
     /// Stops every child: SIGTERM, then SIGKILL after two seconds.
     pub(crate) async fn shutdown(&self) {
         self.stopping.store(true, Relaxed);
+        // Close the kept connections of idle children first: a child blocked reading its
+        // connection (php-cgi) then sees EOF and exits on its own.
+        while let Ok(idle) = self.idle_rx.try_recv() {
+            drop(idle);
+        }
         let pids: Vec<i32> = self
             .state
             .lock()
@@ -227,7 +240,12 @@ impl ChildPool {
     fn idle_count(&self) -> usize {
         self.state
             .lock()
-            .map(|s| s.children.values().filter(|c| !c.busy && !c.retiring).count())
+            .map(|s| {
+                s.children
+                    .values()
+                    .filter(|c| !c.busy && !c.retiring)
+                    .count()
+            })
             .unwrap_or(0)
     }
 
@@ -330,7 +348,12 @@ impl ChildPool {
     }
 
     fn exited(self: &Arc<Self>, id: u64, status: Option<std::process::ExitStatus>) {
-        let Some(child) = self.state.lock().ok().and_then(|mut s| s.children.remove(&id)) else {
+        let Some(child) = self
+            .state
+            .lock()
+            .ok()
+            .and_then(|mut s| s.children.remove(&id))
+        else {
             return;
         };
         if child.busy {
@@ -356,10 +379,16 @@ impl ChildPool {
         if let Ok(mut st) = self.state.lock() {
             let now = Instant::now();
             st.crashes.push_back(now);
-            while st.crashes.front().is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60)) {
+            while st
+                .crashes
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60))
+            {
                 st.crashes.pop_front();
             }
-            if st.crashes.len() as u32 >= self.spec.crash_limit && st.paused_until.is_none_or(|u| u < now) {
+            if st.crashes.len() as u32 >= self.spec.crash_limit
+                && st.paused_until.is_none_or(|u| u < now)
+            {
                 st.paused_until = Some(now + Duration::from_secs(30));
                 log::error!(target: "portico::backend::children", "{}: {} crashes within a minute: not respawning for 30 s", self.name, st.crashes.len());
             }
@@ -369,8 +398,12 @@ impl ChildPool {
     /// Marks a child to stop and signals it (SIGTERM, then SIGKILL a second later).
     fn retire(&self, id: u64, why: &str) {
         let pid = {
-            let Ok(mut st) = self.state.lock() else { return };
-            let Some(c) = st.children.get_mut(&id) else { return };
+            let Ok(mut st) = self.state.lock() else {
+                return;
+            };
+            let Some(c) = st.children.get_mut(&id) else {
+                return;
+            };
             if c.retiring {
                 return;
             }
@@ -442,7 +475,11 @@ impl ChildPool {
                 .state
                 .lock()
                 .ok()
-                .and_then(|s| s.children.get(&idle.id).map(|c| now.duration_since(c.last_used) >= self.spec.idle_timeout))
+                .and_then(|s| {
+                    s.children
+                        .get(&idle.id)
+                        .map(|c| now.duration_since(c.last_used) >= self.spec.idle_timeout)
+                })
                 .unwrap_or(true);
             if idle_now > keep && stale {
                 idle_now -= 1;
@@ -468,17 +505,12 @@ impl Lease {
     /// Kills the child (its request ran too long).
     pub(crate) fn kill(&self, why: &str) {
         log::warn!(target: "portico::backend::children", "{}: killing child: {why}", self.pool.name);
-        let pid = self
-            .pool
-            .state
-            .lock()
-            .ok()
-            .and_then(|mut s| {
-                s.children.get_mut(&self.id).map(|c| {
-                    c.retiring = true;
-                    c.pid
-                })
-            });
+        let pid = self.pool.state.lock().ok().and_then(|mut s| {
+            s.children.get_mut(&self.id).map(|c| {
+                c.retiring = true;
+                c.pid
+            })
+        });
         if let Some(pid) = pid {
             procs::kill_group(pid);
         }
@@ -499,7 +531,10 @@ impl Lease {
                     pool.stats.busy.fetch_sub(1, Relaxed);
                     pool.stats.idle.fetch_add(1, Relaxed);
                     let max = pool.spec.max_requests;
-                    (client.is_none() || c.retiring || (max > 0 && c.requests >= max), c.requests)
+                    (
+                        client.is_none() || c.retiring || (max > 0 && c.requests >= max),
+                        c.requests,
+                    )
                 }
                 None => (true, 0),
             },
@@ -507,11 +542,17 @@ impl Lease {
         };
         match client {
             Some(client) if !retire => {
-                let _ = pool.idle_tx.try_send(Idle { id: self.id, client });
+                let _ = pool.idle_tx.try_send(Idle {
+                    id: self.id,
+                    client,
+                });
             }
             Some(_) => {
                 pool.stats.recycled.fetch_add(1, Relaxed);
-                pool.retire(self.id, &format!("served {requests} requests (max_requests)"));
+                pool.retire(
+                    self.id,
+                    &format!("served {requests} requests (max_requests)"),
+                );
             }
             None => pool.retire(self.id, "its connection failed"),
         }

@@ -65,7 +65,8 @@ impl FastcgiBackend {
         let target = match &settings.children {
             Some(_) => {
                 let pool_stats = stats.add_pool(name, "fastcgi-children");
-                let pool = ChildPool::start(name, settings.clone(), pool_stats.clone(), stats.clone());
+                let pool =
+                    ChildPool::start(name, settings.clone(), pool_stats.clone(), stats.clone());
                 return FastcgiBackend {
                     settings,
                     suffix,
@@ -144,7 +145,9 @@ impl FastcgiBackend {
                         };
                         let b = match body.take() {
                             Some(b) => b,
-                            None => BodyReader::new(PreparedBody::Stream(crate::model::Body::empty())),
+                            None => {
+                                BodyReader::new(PreparedBody::Stream(crate::model::Body::empty()))
+                            }
                         };
                         match exchange(c, params.clone(), b, &tx, settings.send_timeout).await {
                             Outcome::Done(c) => {
@@ -156,7 +159,10 @@ impl FastcgiBackend {
                             // fresh one if nothing was sent that cannot be sent again.
                             Outcome::Stale if attempt == 0 && retry_ok => continue,
                             Outcome::Stale => {
-                                let e = BackendError::BadGateway(format!("{} closed the connection without a reply", up.up.addr));
+                                let e = BackendError::BadGateway(format!(
+                                    "{} closed the connection without a reply",
+                                    up.up.addr
+                                ));
                                 up.up.mark_down(settings.down_backoff, &e.to_string());
                                 let _ = tx.send(Chunk::Failed(e)).await;
                                 break;
@@ -184,24 +190,28 @@ impl FastcgiBackend {
                         Some(c) => {
                             let fut = exchange(c, params, body, &tx, send_timeout);
                             match lease.terminate_timeout() {
-                                Some(limit) => match rt::timeout(limit, fut).await {
-                                    Ok(o) => o,
-                                    Err(rt::Elapsed) => {
-                                        lease.kill(&format!("request ran past request_terminate_timeout ({limit:?})"));
-                                        let _ = tx
+                                Some(limit) => {
+                                    match rt::timeout(limit, fut).await {
+                                        Ok(o) => o,
+                                        Err(rt::Elapsed) => {
+                                            lease.kill(&format!("request ran past request_terminate_timeout ({limit:?})"));
+                                            let _ = tx
                                             .send(Chunk::Failed(BackendError::Timeout(format!(
                                                 "request_terminate_timeout ({limit:?}) passed"
                                             ))))
                                             .await;
-                                        Outcome::Failed
+                                            Outcome::Failed
+                                        }
                                     }
-                                },
+                                }
                                 None => fut.await,
                             }
                         }
                         None => {
                             let _ = tx
-                                .send(Chunk::Failed(BackendError::BadGateway("child has no connection".into())))
+                                .send(Chunk::Failed(BackendError::BadGateway(
+                                    "child has no connection".into(),
+                                )))
                                 .await;
                             Outcome::Failed
                         }
@@ -210,7 +220,9 @@ impl FastcgiBackend {
                         Outcome::Done(c) => lease.release(Some(c)),
                         Outcome::Stale => {
                             let _ = tx
-                                .send(Chunk::Failed(BackendError::BadGateway("the child closed the connection without a reply".into())))
+                                .send(Chunk::Failed(BackendError::BadGateway(
+                                    "the child closed the connection without a reply".into(),
+                                )))
                                 .await;
                             lease.release(None)
                         }
@@ -219,8 +231,18 @@ impl FastcgiBackend {
                 }));
             }
         }
-        let reply = gateway::respond(rx, head_only, self.settings.max_header_bytes, self.settings.read_timeout, &what).await;
-        if matches!(reply, Err(BackendError::BadGateway(_) | BackendError::Timeout(_))) {
+        let reply = gateway::respond(
+            rx,
+            head_only,
+            self.settings.max_header_bytes,
+            self.settings.read_timeout,
+            &what,
+        )
+        .await;
+        if matches!(
+            reply,
+            Err(BackendError::BadGateway(_) | BackendError::Timeout(_))
+        ) {
             self.stats.failed.fetch_add(1, Relaxed);
         }
         if started.elapsed() > self.settings.slow_request {
@@ -247,7 +269,8 @@ impl FastcgiBackend {
                     self.stats.queued.fetch_add(1, Relaxed);
                     let q = self.stats.queued.load(Relaxed);
                     self.stats.max_queued.fetch_max(q, Relaxed);
-                    let waited = rt::timeout(self.settings.queue_timeout, u.up.permits.acquire_arc()).await;
+                    let waited =
+                        rt::timeout(self.settings.queue_timeout, u.up.permits.acquire_arc()).await;
                     self.stats.queued.fetch_sub(1, Relaxed);
                     match waited {
                         Ok(p) => p,
@@ -315,7 +338,9 @@ pub(crate) async fn exchange(
         }
         Err(rt::Elapsed) => {
             let _ = tx
-                .send(Chunk::Failed(BackendError::Timeout(format!("sending the request took over {send_timeout:?}"))))
+                .send(Chunk::Failed(BackendError::Timeout(format!(
+                    "sending the request took over {send_timeout:?}"
+                ))))
                 .await;
             return Outcome::Failed;
         }
@@ -342,7 +367,9 @@ pub(crate) async fn exchange(
                     return Outcome::Stale;
                 }
                 let _ = tx
-                    .send(Chunk::Failed(BackendError::BadGateway(format!("FastCGI reply: {e}"))))
+                    .send(Chunk::Failed(BackendError::BadGateway(format!(
+                        "FastCGI reply: {e}"
+                    ))))
                     .await;
                 return Outcome::Failed;
             }

@@ -171,7 +171,11 @@ async fn split_by_suffix(
                     // Without a document root nothing can be checked; split lexically.
                     None => true,
                 };
-                if exists { Lookup::Script } else { Lookup::NotFound }
+                if exists {
+                    Lookup::Script
+                } else {
+                    Lookup::NotFound
+                }
             } else {
                 Lookup::Directory
             }
@@ -201,8 +205,12 @@ impl BodyReader {
     pub(crate) fn new(body: PreparedBody) -> BodyReader {
         let source = match body {
             PreparedBody::Stream(b) => Source::Body(b),
-            PreparedBody::Spooled(Spooled::Memory { chunks, .. }) => Source::Chunks(chunks.into_iter()),
-            PreparedBody::Spooled(Spooled::File { file, .. }) => Source::File(rt::fs::File::from(file)),
+            PreparedBody::Spooled(Spooled::Memory { chunks, .. }) => {
+                Source::Chunks(chunks.into_iter())
+            }
+            PreparedBody::Spooled(Spooled::File { file, .. }) => {
+                Source::File(rt::fs::File::from(file))
+            }
         };
         BodyReader {
             source,
@@ -212,7 +220,11 @@ impl BodyReader {
 }
 
 impl AsyncRead for BodyReader {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
         loop {
             if !self.pending.is_empty() {
                 let n = self.pending.len().min(buf.len());
@@ -270,13 +282,18 @@ pub(crate) async fn respond(
     let (head, rest) = loop {
         let chunk = match rt::timeout(read_timeout, rx.recv()).await {
             Err(rt::Elapsed) => {
-                return Err(BackendError::Timeout(format!("{what}: no response head within {read_timeout:?}")));
+                return Err(BackendError::Timeout(format!(
+                    "{what}: no response head within {read_timeout:?}"
+                )));
             }
             Ok(Err(_)) | Ok(Ok(Chunk::Done)) => {
                 return Err(BackendError::BadGateway(if buf.is_empty() {
                     format!("{what}: empty response")
                 } else {
-                    format!("{what}: response ended inside its head ({})", response::Error::UnexpectedEof)
+                    format!(
+                        "{what}: response ended inside its head ({})",
+                        response::Error::UnexpectedEof
+                    )
                 }));
             }
             Ok(Ok(Chunk::Failed(e))) => return Err(e),
@@ -286,17 +303,28 @@ pub(crate) async fn respond(
         match response::parse_head(&buf, false, &opts.limits) {
             Ok(Status::Partial) => {}
             Ok(Status::Complete((h, used))) => {
-                let head = build_head(&h, &opts).map_err(|e| BackendError::BadGateway(format!("{what}: {e}")))?;
-                break (head, Bytes::copy_from_slice(buf.get(used..).unwrap_or_default()));
+                let head = build_head(&h, &opts)
+                    .map_err(|e| BackendError::BadGateway(format!("{what}: {e}")))?;
+                break (
+                    head,
+                    Bytes::copy_from_slice(buf.get(used..).unwrap_or_default()),
+                );
             }
             Err(e) => {
-                return Err(BackendError::BadGateway(format!("{what}: malformed response head: {e} ({})", e.clause())));
+                return Err(BackendError::BadGateway(format!(
+                    "{what}: malformed response head: {e} ({})",
+                    e.clause()
+                )));
             }
         }
     };
     match head {
         Head::LocalRedirect(location) => Ok(Reply::LocalRedirect(location)),
-        Head::Response { status, headers, body } => {
+        Head::Response {
+            status,
+            headers,
+            body,
+        } => {
             let body = match body {
                 BodyMode::Stream => Body::from_stream(
                     None,
@@ -312,7 +340,11 @@ pub(crate) async fn respond(
                 // receiver goes away.
                 BodyMode::Empty | BodyMode::Discard => Body::empty(),
             };
-            Ok(Reply::Response(Response { status, headers, body }))
+            Ok(Reply::Response(Response {
+                status,
+                headers,
+                body,
+            }))
         }
     }
 }
@@ -351,7 +383,10 @@ impl futures_lite::Stream for ChunkStream {
             }
             Poll::Ready(None) => {
                 self.done = true;
-                Poll::Ready(Some(Err(io::Error::new(io::ErrorKind::UnexpectedEof, "upstream response cut short"))))
+                Poll::Ready(Some(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "upstream response cut short",
+                ))))
             }
             Poll::Pending => {
                 let d = self.read_timeout;
@@ -359,7 +394,10 @@ impl futures_lite::Stream for ChunkStream {
                 match timer.as_mut().poll(cx) {
                     Poll::Ready(()) => {
                         self.done = true;
-                        Poll::Ready(Some(Err(io::Error::new(io::ErrorKind::TimedOut, "upstream response stalled"))))
+                        Poll::Ready(Some(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "upstream response stalled",
+                        ))))
                     }
                     Poll::Pending => Poll::Pending,
                 }
@@ -431,8 +469,14 @@ impl Upstream {
         };
         match rt::timeout(timeout, fut).await {
             Ok(Ok(c)) => Ok(c),
-            Ok(Err(e)) => Err(BackendError::BadGateway(format!("connect to {}: {e}", self.addr))),
-            Err(rt::Elapsed) => Err(BackendError::BadGateway(format!("connect to {}: no answer within {timeout:?}", self.addr))),
+            Ok(Err(e)) => Err(BackendError::BadGateway(format!(
+                "connect to {}: {e}",
+                self.addr
+            ))),
+            Err(rt::Elapsed) => Err(BackendError::BadGateway(format!(
+                "connect to {}: no answer within {timeout:?}",
+                self.addr
+            ))),
         }
     }
 }
@@ -443,7 +487,12 @@ impl Upstream {
 pub(crate) fn order(upstreams: &[Upstream]) -> Vec<usize> {
     let now = Instant::now();
     let mut idx: Vec<usize> = (0..upstreams.len()).collect();
-    idx.sort_by_key(|&i| (upstreams[i].is_down(now), upstreams[i].in_flight.load(Relaxed)));
+    idx.sort_by_key(|&i| {
+        (
+            upstreams[i].is_down(now),
+            upstreams[i].in_flight.load(Relaxed),
+        )
+    });
     idx
 }
 

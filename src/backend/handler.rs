@@ -352,14 +352,23 @@ fn prometheus_text(s: &Stats) -> Bytes {
     }
     let pools = s.pools.lock().map(|p| p.clone()).unwrap_or_default();
     for (metric, kind, get) in [
-        ("accepted_total", "counter", (|p: &crate::stats::PoolStats| p.accepted.load(Relaxed)) as fn(&crate::stats::PoolStats) -> u64),
+        (
+            "accepted_total",
+            "counter",
+            (|p: &crate::stats::PoolStats| p.accepted.load(Relaxed))
+                as fn(&crate::stats::PoolStats) -> u64,
+        ),
         ("in_flight", "gauge", |p| p.in_flight.load(Relaxed)),
         ("listen_queue", "gauge", |p| p.queued.load(Relaxed)),
         ("max_listen_queue", "gauge", |p| p.max_queued.load(Relaxed)),
         ("idle", "gauge", |p| p.idle.load(Relaxed)),
         ("busy", "gauge", |p| p.busy.load(Relaxed)),
-        ("max_children_reached_total", "counter", |p| p.max_children_reached.load(Relaxed)),
-        ("slow_requests_total", "counter", |p| p.slow_requests.load(Relaxed)),
+        ("max_children_reached_total", "counter", |p| {
+            p.max_children_reached.load(Relaxed)
+        }),
+        ("slow_requests_total", "counter", |p| {
+            p.slow_requests.load(Relaxed)
+        }),
         ("rejected_total", "counter", |p| p.rejected.load(Relaxed)),
         ("failed_total", "counter", |p| p.failed.load(Relaxed)),
         ("spawned_total", "counter", |p| p.spawned.load(Relaxed)),
@@ -371,7 +380,13 @@ fn prometheus_text(s: &Stats) -> Bytes {
         }
         let _ = writeln!(o, "# TYPE portico_pool_{metric} {kind}");
         for p in &pools {
-            let _ = writeln!(o, "portico_pool_{metric}{{pool={},kind={}}} {}", json_str(&p.name), json_str(&p.kind), get(p));
+            let _ = writeln!(
+                o,
+                "portico_pool_{metric}{{pool={},kind={}}} {}",
+                json_str(&p.name),
+                json_str(&p.kind),
+                get(p)
+            );
         }
     }
     o.push_str("# TYPE portico_route_latency_seconds_max gauge\n");

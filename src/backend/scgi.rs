@@ -68,18 +68,24 @@ impl ScgiBackend {
         let mut conn = None;
         let mut last_err = None;
         for i in gateway::order(&self.upstreams) {
-            let Some(u) = self.upstreams.get(i) else { continue };
+            let Some(u) = self.upstreams.get(i) else {
+                continue;
+            };
             let permit = match u.permits.try_acquire_arc() {
                 Some(p) => p,
                 None => {
                     self.stats.queued.fetch_add(1, Relaxed);
-                    let waited = rt::timeout(self.settings.queue_timeout, u.permits.acquire_arc()).await;
+                    let waited =
+                        rt::timeout(self.settings.queue_timeout, u.permits.acquire_arc()).await;
                     self.stats.queued.fetch_sub(1, Relaxed);
                     match waited {
                         Ok(p) => p,
                         Err(rt::Elapsed) => {
                             self.stats.rejected.fetch_add(1, Relaxed);
-                            return Err(BackendError::Busy(format!("every connection to {} stayed busy for {:?}", u.addr, self.settings.queue_timeout)));
+                            return Err(BackendError::Busy(format!(
+                                "every connection to {} stayed busy for {:?}",
+                                u.addr, self.settings.queue_timeout
+                            )));
                         }
                     }
                 }
@@ -97,7 +103,8 @@ impl ScgiBackend {
         }
         let Some((index, mut c, permit)) = conn else {
             self.stats.failed.fetch_add(1, Relaxed);
-            return Err(last_err.unwrap_or_else(|| BackendError::BadGateway("no upstream configured".into())));
+            return Err(last_err
+                .unwrap_or_else(|| BackendError::BadGateway("no upstream configured".into())));
         };
         let mut head = Vec::with_capacity(1024);
         // SCGI-3-4: CONTENT_LENGTH first, then SCGI=1, then the rest (the encoder orders
@@ -135,22 +142,39 @@ impl ScgiBackend {
                                 break;
                             }
                             Ok(n) => {
-                                if tx.send(Chunk::Data(Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
+                                if tx
+                                    .send(Chunk::Data(Bytes::copy_from_slice(&buf[..n])))
+                                    .await
+                                    .is_err()
+                                {
                                     break;
                                 }
                             }
                             Err(e) => {
-                                let _ = tx.send(Chunk::Failed(BackendError::BadGateway(format!("SCGI reply: {e}")))).await;
+                                let _ = tx
+                                    .send(Chunk::Failed(BackendError::BadGateway(format!(
+                                        "SCGI reply: {e}"
+                                    ))))
+                                    .await;
                                 break;
                             }
                         }
                     }
                 }
                 Ok(Err(e)) => {
-                    let _ = tx.send(Chunk::Failed(BackendError::BadGateway(format!("sending to SCGI server: {e}")))).await;
+                    let _ = tx
+                        .send(Chunk::Failed(BackendError::BadGateway(format!(
+                            "sending to SCGI server: {e}"
+                        ))))
+                        .await;
                 }
                 Err(rt::Elapsed) => {
-                    let _ = tx.send(Chunk::Failed(BackendError::Timeout(format!("sending took over {:?}", settings.send_timeout)))).await;
+                    let _ = tx
+                        .send(Chunk::Failed(BackendError::Timeout(format!(
+                            "sending took over {:?}",
+                            settings.send_timeout
+                        ))))
+                        .await;
                 }
             }
             if let Some(u) = ups.get(index) {
@@ -159,8 +183,18 @@ impl ScgiBackend {
             stats.in_flight.fetch_sub(1, Relaxed);
             drop(permit);
         }));
-        let reply = gateway::respond(rx, head_only, self.settings.max_header_bytes, self.settings.read_timeout, &what).await;
-        if matches!(reply, Err(BackendError::BadGateway(_) | BackendError::Timeout(_))) {
+        let reply = gateway::respond(
+            rx,
+            head_only,
+            self.settings.max_header_bytes,
+            self.settings.read_timeout,
+            &what,
+        )
+        .await;
+        if matches!(
+            reply,
+            Err(BackendError::BadGateway(_) | BackendError::Timeout(_))
+        ) {
             self.stats.failed.fetch_add(1, Relaxed);
         }
         if started.elapsed() > self.settings.slow_request {

@@ -173,10 +173,10 @@ pub(crate) fn clause(id: &str) -> (Level, Side) {
     use Level::{Amb, Fact, May, Must, MustNot, Rw, Should};
     use Side::{App, Both, Ws};
     match id {
-        "FCGI-3.3-9" | "FCGI-3.3-10" | "FCGI-4.1-3" | "FCGI-4.1-4" | "FCGI-4.1-6" | "FCGI-4.2-1"
-        | "FCGI-5.1-5" | "FCGI-5.2-2" | "FCGI-5.2-3" | "FCGI-5.4-2" | "FCGI-5.4-3" | "FCGI-5.5-1"
-        | "FCGI-6.1-3" | "FCGI-6.2-5" | "FCGI-6.2-6" | "FCGI-6.2-7" | "FCGI-6.4-6"
-        | "FCGI-6.4-7" | "FCGI-3.2-2" => (Must, App),
+        "FCGI-3.3-9" | "FCGI-3.3-10" | "FCGI-4.1-3" | "FCGI-4.1-4" | "FCGI-4.1-6"
+        | "FCGI-4.2-1" | "FCGI-5.1-5" | "FCGI-5.2-2" | "FCGI-5.2-3" | "FCGI-5.4-2"
+        | "FCGI-5.4-3" | "FCGI-5.5-1" | "FCGI-6.1-3" | "FCGI-6.2-5" | "FCGI-6.2-6"
+        | "FCGI-6.2-7" | "FCGI-6.4-6" | "FCGI-6.4-7" | "FCGI-3.2-2" => (Must, App),
         "FCGI-5.1-6" | "FCGI-6.1-8" => (MustNot, App),
         "FCGI-3.3-6" | "FCGI-3.3-16" | "FCGI-3.4-3" | "FCGI-3.4-4" | "FCGI-6.1-7" | "FCGI-A-1"
         | "FCGI-A-2" => (Must, Both),
@@ -483,7 +483,9 @@ impl Conv {
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
                 ) => {}
             Err(e) => {
                 self.eof = true;
@@ -656,7 +658,10 @@ impl Conv {
             if h.version != 1 {
                 o.broken(
                     "FCGI-3.3-3",
-                    format!("{t} record with version {} (FastCGI 1.0 is version 1)", h.version),
+                    format!(
+                        "{t} record with version {} (FastCGI 1.0 is version 1)",
+                        h.version
+                    ),
                 );
             }
             if h.reserved != 0 {
@@ -691,12 +696,18 @@ impl Conv {
                     o.broken("FCGI-A-2", format!("{t} with request ID {id}"));
                 }
                 if t == RecordType::UNKNOWN_TYPE && cl != 8 {
-                    o.broken("FCGI-4.2-2", format!("UNKNOWN_TYPE content is {cl} bytes, not 8"));
+                    o.broken(
+                        "FCGI-4.2-2",
+                        format!("UNKNOWN_TYPE content is {cl} bytes, not 8"),
+                    );
                 }
                 if t == RecordType::GET_VALUES_RESULT
                     && NameValues::new(&r.rec.content).any(|p| p.is_err())
                 {
-                    o.broken("FCGI-3.4-1", "GET_VALUES_RESULT holds a truncated name-value pair");
+                    o.broken(
+                        "FCGI-3.4-1",
+                        "GET_VALUES_RESULT holds a truncated name-value pair",
+                    );
                 }
                 continue;
             }
@@ -1137,7 +1148,10 @@ fn answered(
     let r = c.resp(id, from);
     match r.end.map(|e| e.status) {
         None => {
-            o.broken(clause, format!("{what}: no END_REQUEST ({})", c.why(outcome)));
+            o.broken(
+                clause,
+                format!("{what}: no END_REQUEST ({})", c.why(outcome)),
+            );
             None
         }
         Some(None | Some(0)) => Some(r),
@@ -1185,7 +1199,10 @@ fn same_status(o: &mut Out, clause: &str, r: &Resp, base: Option<u16>, what: &st
     let shown = got.map_or_else(|| "no CGI head".to_owned(), |s| format!("status {s}"));
     match base {
         Some(b) if got == Some(b) => {
-            o.pass(clause, format!("{what}: answered as the plain request ({shown})"));
+            o.pass(
+                clause,
+                format!("{what}: answered as the plain request ({shown})"),
+            );
         }
         Some(b) => o.broken(
             clause,
@@ -1264,20 +1281,72 @@ const fn solo(slug: &'static str, covers: &'static str, run: fn(&Ctx, &mut Out))
 /// The checks after the three the others depend on (get-values, responder-get, responder-post).
 const CHECKS: &[Check] = &[
     chk("get-values-empty", "FCGI-4.1-3", get_values_empty),
-    chk("get-values-unknown-only", "FCGI-4.1-3, 4.1-4", get_values_unknown_only),
-    chk("get-values-four-byte", "FCGI-3.4-4, 4.1-3", get_values_four_byte),
-    chk("get-values-mid-request", "FCGI-4.1-6 (T-7)", get_values_mid_request),
-    chk("get-values-then-request", "FCGI-4.1-6, 3.5-1, RW-7", get_values_then_request),
-    chk("unknown-type-0", "FCGI-4.2-1, 4.2-2, 8-2 (T-8)", unknown_type_0),
-    chk("unknown-type-12", "FCGI-4.2-1, 4.2-2, 8-2 (T-8)", unknown_type_12),
-    chk("unknown-type-200", "FCGI-4.2-1, 4.2-2, 4.2-3, 8-2 (T-8)", unknown_type_200),
-    chk("unknown-type-255", "FCGI-4.2-1, 4.2-2, 8-2 (T-8)", unknown_type_255),
-    chk("unknown-type-content", "FCGI-4.2-1, 3.3-6", unknown_type_content),
-    chk("unknown-type-request-id", "FCGI-AMB-3", unknown_type_request_id),
+    chk(
+        "get-values-unknown-only",
+        "FCGI-4.1-3, 4.1-4",
+        get_values_unknown_only,
+    ),
+    chk(
+        "get-values-four-byte",
+        "FCGI-3.4-4, 4.1-3",
+        get_values_four_byte,
+    ),
+    chk(
+        "get-values-mid-request",
+        "FCGI-4.1-6 (T-7)",
+        get_values_mid_request,
+    ),
+    chk(
+        "get-values-then-request",
+        "FCGI-4.1-6, 3.5-1, RW-7",
+        get_values_then_request,
+    ),
+    chk(
+        "unknown-type-0",
+        "FCGI-4.2-1, 4.2-2, 8-2 (T-8)",
+        unknown_type_0,
+    ),
+    chk(
+        "unknown-type-12",
+        "FCGI-4.2-1, 4.2-2, 8-2 (T-8)",
+        unknown_type_12,
+    ),
+    chk(
+        "unknown-type-200",
+        "FCGI-4.2-1, 4.2-2, 4.2-3, 8-2 (T-8)",
+        unknown_type_200,
+    ),
+    chk(
+        "unknown-type-255",
+        "FCGI-4.2-1, 4.2-2, 8-2 (T-8)",
+        unknown_type_255,
+    ),
+    chk(
+        "unknown-type-content",
+        "FCGI-4.2-1, 3.3-6",
+        unknown_type_content,
+    ),
+    chk(
+        "unknown-type-request-id",
+        "FCGI-AMB-3",
+        unknown_type_request_id,
+    ),
     chk("alignment", "FCGI-3.3-7 (T-3)", alignment),
-    chk("app-record-types", "FCGI-A-1, A-2, 6.1-3, 6.1-6 (T-15)", app_record_types),
-    chk("end-request-fields", "FCGI-5.5-2, 5.5-3, 6.2-7, 8-2, AMB-1", end_request_fields),
-    chk("stream-termination", "FCGI-3.3-16, 6.1-6, 6.1-7", stream_termination),
+    chk(
+        "app-record-types",
+        "FCGI-A-1, A-2, 6.1-3, 6.1-6 (T-15)",
+        app_record_types,
+    ),
+    chk(
+        "end-request-fields",
+        "FCGI-5.5-2, 5.5-3, 6.2-7, 8-2, AMB-1",
+        end_request_fields,
+    ),
+    chk(
+        "stream-termination",
+        "FCGI-3.3-16, 6.1-6, 6.1-7",
+        stream_termination,
+    ),
     chk("request-id-256", "FCGI-3.1-2, 3.3-8, 3.3-9", request_id_256),
     chk("request-id-65535", "FCGI-3.3-8, 3.3-9", request_id_65535),
     chk("random-padding", "FCGI-3.3-5, 3.3-6 (T-2)", random_padding),
@@ -1285,60 +1354,186 @@ const CHECKS: &[Check] = &[
     chk("padding-64-127", "FCGI-3.3-6", padding_64),
     chk("padding-128-191", "FCGI-3.3-6", padding_128),
     chk("padding-192-255", "FCGI-3.3-6", padding_192),
-    chk("padding-terminators", "FCGI-3.3-6, 3.3-16", padding_terminators),
-    chk("params-split-1", "FCGI-3.3-15, 5.2-3, B-2 (T-4)", params_split_1),
+    chk(
+        "padding-terminators",
+        "FCGI-3.3-6, 3.3-16",
+        padding_terminators,
+    ),
+    chk(
+        "params-split-1",
+        "FCGI-3.3-15, 5.2-3, B-2 (T-4)",
+        params_split_1,
+    ),
     chk("params-split-3", "FCGI-3.3-15, 5.2-3", params_split_3),
-    chk("params-split-in-length", "FCGI-5.2-3, 3.4-2", params_split_in_length),
-    chk("params-split-in-name", "FCGI-5.2-3, B-2", params_split_in_name),
+    chk(
+        "params-split-in-length",
+        "FCGI-5.2-3, 3.4-2",
+        params_split_in_length,
+    ),
+    chk(
+        "params-split-in-name",
+        "FCGI-5.2-3, B-2",
+        params_split_in_name,
+    ),
     chk("stdin-split-1", "FCGI-3.3-15", stdin_split_1),
     chk("stdin-split-uneven", "FCGI-3.3-15", stdin_split_uneven),
-    chk("stdin-max-records", "FCGI-3.3-4, 3.3-6 (T-17)", stdin_max_records),
-    chk("params-lengths", "FCGI-3.4-2, 3.4-3, 5.2-3 (T-5)", params_lengths),
-    chk("params-value-65536", "FCGI-3.4-3, 5.2-3, AMB-5 (T-5)", params_value_65536),
-    chk("params-four-byte-name", "FCGI-3.4-4, AMB-4 (T-5)", params_four_byte_name),
-    chk("params-four-byte-value", "FCGI-3.4-4, AMB-4", params_four_byte_value),
-    chk("params-four-byte-all", "FCGI-3.4-4, AMB-4", params_four_byte_all),
+    chk(
+        "stdin-max-records",
+        "FCGI-3.3-4, 3.3-6 (T-17)",
+        stdin_max_records,
+    ),
+    chk(
+        "params-lengths",
+        "FCGI-3.4-2, 3.4-3, 5.2-3 (T-5)",
+        params_lengths,
+    ),
+    chk(
+        "params-value-65536",
+        "FCGI-3.4-3, 5.2-3, AMB-5 (T-5)",
+        params_value_65536,
+    ),
+    chk(
+        "params-four-byte-name",
+        "FCGI-3.4-4, AMB-4 (T-5)",
+        params_four_byte_name,
+    ),
+    chk(
+        "params-four-byte-value",
+        "FCGI-3.4-4, AMB-4",
+        params_four_byte_value,
+    ),
+    chk(
+        "params-four-byte-all",
+        "FCGI-3.4-4, AMB-4",
+        params_four_byte_all,
+    ),
     chk("params-empty", "FCGI-5.5-1, 6.1-7", params_empty),
     chk("params-large", "FCGI-5.2-3, AMB-5", params_large),
     chk("params-many", "FCGI-5.2-3, AMB-5", params_many),
     chk("params-binary", "FCGI-3.4-5", params_binary),
     chk("params-reordered", "FCGI-5.2-2", params_reordered),
-    chk("params-oversize-length", "FCGI-3.4-1, AMB-5 (T-24)", params_oversize_length),
+    chk(
+        "params-oversize-length",
+        "FCGI-3.4-1, AMB-5 (T-24)",
+        params_oversize_length,
+    ),
     chk("keep-conn-clear", "FCGI-5.1-5 (T-10)", keep_conn_clear),
-    slow("keep-conn-set", "FCGI-5.1-6, 3.3-8 (T-10)", 150, keep_conn_set),
-    chk("keep-conn-sequence", "FCGI-3.3-8, 5.1-5, 5.1-6", keep_conn_sequence),
-    chk("keep-conn-other-flags", "FCGI-5.1-4, 5.1-5", keep_conn_other_flags),
-    slow("keep-conn-all-flags", "FCGI-5.1-4, 5.1-6", 150, keep_conn_all_flags),
-    chk("mpx-interleaved", "FCGI-5.5-5, 4.1-3, 4.1-5, 6.1-4, B-4 (T-11)", mpx_interleaved),
+    slow(
+        "keep-conn-set",
+        "FCGI-5.1-6, 3.3-8 (T-10)",
+        150,
+        keep_conn_set,
+    ),
+    chk(
+        "keep-conn-sequence",
+        "FCGI-3.3-8, 5.1-5, 5.1-6",
+        keep_conn_sequence,
+    ),
+    chk(
+        "keep-conn-other-flags",
+        "FCGI-5.1-4, 5.1-5",
+        keep_conn_other_flags,
+    ),
+    slow(
+        "keep-conn-all-flags",
+        "FCGI-5.1-4, 5.1-6",
+        150,
+        keep_conn_all_flags,
+    ),
+    chk(
+        "mpx-interleaved",
+        "FCGI-5.5-5, 4.1-3, 4.1-5, 6.1-4, B-4 (T-11)",
+        mpx_interleaved,
+    ),
     chk("mpx-many", "FCGI-6.1-4, 4.1-3, 4.1-5", mpx_many),
-    chk("mpx-reject-then-reuse", "FCGI-5.5-5, 3.3-8", mpx_reject_then_reuse),
-    chk("unknown-role-99", "FCGI-5.5-7, RW-7, RW-12 (T-9)", unknown_role_99),
+    chk(
+        "mpx-reject-then-reuse",
+        "FCGI-5.5-5, 3.3-8",
+        mpx_reject_then_reuse,
+    ),
+    chk(
+        "unknown-role-99",
+        "FCGI-5.5-7, RW-7, RW-12 (T-9)",
+        unknown_role_99,
+    ),
     chk("unknown-role-0", "FCGI-5.5-7", unknown_role_0),
     chk("unknown-role-65535", "FCGI-5.5-7", unknown_role_65535),
-    chk("authorizer", "FCGI-6.3-4, 6.3-7, 5.5-7, AMB-8 (T-23)", authorizer),
-    chk("authorizer-empty-stdin", "FCGI-6.3-4, 5.5-7, AMB-8", authorizer_empty_stdin),
+    chk(
+        "authorizer",
+        "FCGI-6.3-4, 6.3-7, 5.5-7, AMB-8 (T-23)",
+        authorizer,
+    ),
+    chk(
+        "authorizer-empty-stdin",
+        "FCGI-6.3-4, 5.5-7, AMB-8",
+        authorizer_empty_stdin,
+    ),
     chk("filter", "FCGI-6.4-6, 6.4-7, 5.5-7", filter),
-    chk("filter-data-split", "FCGI-3.3-6, 3.3-15, 6.4-7", filter_data_split),
+    chk(
+        "filter-data-split",
+        "FCGI-3.3-6, 3.3-15, 6.4-7",
+        filter_data_split,
+    ),
     chk("abort-before-params", "FCGI-5.4-2", abort_before_params),
-    slow("abort-during-stdin", "FCGI-5.4-2, 5.4-3 (T-13)", 100, abort_during_stdin),
+    slow(
+        "abort-during-stdin",
+        "FCGI-5.4-2, 5.4-3 (T-13)",
+        100,
+        abort_during_stdin,
+    ),
     chk("abort-after-input", "FCGI-5.5-1, AMB-12", abort_after_input),
-    slow("abort-then-reuse", "FCGI-5.4-2, 5.1-6, 3.3-8", 100, abort_then_reuse),
-    chk("abort-with-content", "FCGI-5.4-2, AMB-12", abort_with_content),
-    chk("inactive-id-before", "FCGI-3.3-10, AMB-3, AMB-12 (T-14)", inactive_id_before),
+    slow(
+        "abort-then-reuse",
+        "FCGI-5.4-2, 5.1-6, 3.3-8",
+        100,
+        abort_then_reuse,
+    ),
+    chk(
+        "abort-with-content",
+        "FCGI-5.4-2, AMB-12",
+        abort_with_content,
+    ),
+    chk(
+        "inactive-id-before",
+        "FCGI-3.3-10, AMB-3, AMB-12 (T-14)",
+        inactive_id_before,
+    ),
     chk("inactive-id-during", "FCGI-3.3-10", inactive_id_during),
-    chk("inactive-id-after-end", "FCGI-3.3-10, AMB-16", inactive_id_after_end),
-    chk("bad-version-2", "FCGI-3.3-3, AMB-2, RW-7 (T-24)", bad_version_2),
+    chk(
+        "inactive-id-after-end",
+        "FCGI-3.3-10, AMB-16",
+        inactive_id_after_end,
+    ),
+    chk(
+        "bad-version-2",
+        "FCGI-3.3-3, AMB-2, RW-7 (T-24)",
+        bad_version_2,
+    ),
     chk("bad-version-0", "FCGI-3.3-3, AMB-2", bad_version_0),
-    chk("bad-version-mid-request", "FCGI-3.3-3, AMB-2", bad_version_mid_request),
+    chk(
+        "bad-version-mid-request",
+        "FCGI-3.3-3, AMB-2",
+        bad_version_mid_request,
+    ),
     chk("begin-body-short", "FCGI-5.1-2", begin_body_short),
     chk("begin-duplicate", "FCGI-AMB-14", begin_duplicate),
     chk("ws-sends-app-type", "FCGI-A-1", ws_sends_app_type),
     chk("ws-stream-id-0", "FCGI-A-2", ws_stream_id_0),
     chk("reserved-nonzero", "FCGI-AMB-1", reserved_nonzero),
-    slow("hold-params-end", "FCGI-6.1-8, 6.2-6 (T-12)", 1000, hold_params_end),
+    slow(
+        "hold-params-end",
+        "FCGI-6.1-8, 6.2-6 (T-12)",
+        1000,
+        hold_params_end,
+    ),
     slow("slow-stdin", "FCGI-6.2-6, 6.1-8 (T-12)", 600, slow_stdin),
     slow("slow-reader", "FCGI-5.5-1, 6.1-7, 3.3-16", 600, slow_reader),
-    slow("slow-reader-large", "FCGI-5.5-1, 6.1-7, 3.3-16", 600, slow_reader_large),
+    slow(
+        "slow-reader-large",
+        "FCGI-5.5-1, 6.1-7, 3.3-16",
+        600,
+        slow_reader_large,
+    ),
     slow("slow-writer", "FCGI-5.5-1, 3.3-15", 400, slow_writer),
     chk("stdin-short", "FCGI-6.2-8, 6.2-4 (T-16)", stdin_short),
     chk("stdin-long", "FCGI-6.2-4", stdin_long),
@@ -1397,7 +1592,10 @@ fn get_values(ctx: &Ctx, o: &mut Out) -> Caps {
                 format!("GET_VALUES_RESULT: {}", shown.join(" ")),
             );
             if pairs.iter().any(|(n, _)| *n == b"PORTICO_NOPE") {
-                o.broken("FCGI-4.1-4", "the unknown name PORTICO_NOPE is in the answer");
+                o.broken(
+                    "FCGI-4.1-4",
+                    "the unknown name PORTICO_NOPE is in the answer",
+                );
             } else {
                 o.pass("FCGI-4.1-4", "the unknown name PORTICO_NOPE is left out");
             }
@@ -1432,7 +1630,10 @@ fn get_values(ctx: &Ctx, o: &mut Out) -> Caps {
             if bad.is_empty() {
                 o.pass("FCGI-4.1-5", "values are decimal (FCGI_MPXS_CONNS 0 or 1)");
             } else {
-                o.broken("FCGI-4.1-5", format!("values not as defined: {}", bad.join(", ")));
+                o.broken(
+                    "FCGI-4.1-5",
+                    format!("values not as defined: {}", bad.join(", ")),
+                );
             }
             let missing: Vec<&str> = [MAX_CONNS, MAX_REQS, MPXS_CONNS]
                 .iter()
@@ -1440,7 +1641,10 @@ fn get_values(ctx: &Ctx, o: &mut Out) -> Caps {
                 .filter_map(|n| std::str::from_utf8(n).ok())
                 .collect();
             if !missing.is_empty() {
-                o.info("FCGI-4.1-5", format!("not reported: {}", missing.join(", ")));
+                o.info(
+                    "FCGI-4.1-5",
+                    format!("not reported: {}", missing.join(", ")),
+                );
             }
             if r.header.request_id == 0 {
                 o.pass("FCGI-A-2", "GET_VALUES_RESULT with request ID 0");
@@ -1481,7 +1685,10 @@ fn get_values_empty(ctx: &Ctx, o: &mut Out) {
     };
     if let Some(a) = answer {
         if a.is_empty() {
-            o.pass("FCGI-4.1-3", "an empty query got an empty GET_VALUES_RESULT");
+            o.pass(
+                "FCGI-4.1-3",
+                "an empty query got an empty GET_VALUES_RESULT",
+            );
         } else {
             o.info(
                 "FCGI-4.1-3",
@@ -1610,9 +1817,22 @@ fn get_values_then_request(ctx: &Ctx, o: &mut Out) {
             "FCGI-3.5-1",
             "closed the connection after GET_VALUES_RESULT, so a request cannot follow on it (RW-7)",
         );
-    } else if let Some(r) = answered(o, &c, 1, from, out, "FCGI-4.1-6", "request after GET_VALUES")
-    {
-        same_status(o, "FCGI-4.1-6", &r, ctx.base_get, "request after GET_VALUES");
+    } else if let Some(r) = answered(
+        o,
+        &c,
+        1,
+        from,
+        out,
+        "FCGI-4.1-6",
+        "request after GET_VALUES",
+    ) {
+        same_status(
+            o,
+            "FCGI-4.1-6",
+            &r,
+            ctx.base_get,
+            "request after GET_VALUES",
+        );
     }
     c.audit(o);
 }
@@ -1645,13 +1865,19 @@ fn unknown_type(ctx: &Ctx, o: &mut Out, t: u8, content: &[u8], pad: u8, then_req
             }
             if r.content.len() == 8 {
                 o.pass("FCGI-4.2-2", "UNKNOWN_TYPE body is 8 bytes");
-                if r.content.get(1..).is_some_and(|b| b.iter().any(|&x| x != 0)) {
+                if r.content
+                    .get(1..)
+                    .is_some_and(|b| b.iter().any(|&x| x != 0))
+                {
                     o.info("FCGI-AMB-1", "UNKNOWN_TYPE reserved bytes are not zero");
                 }
             }
             let len = 8 + r.content.len();
             if len == 16 {
-                o.pass("FCGI-8-2", "UNKNOWN_TYPE record is 16 bytes without padding");
+                o.pass(
+                    "FCGI-8-2",
+                    "UNKNOWN_TYPE record is 16 bytes without padding",
+                );
             } else {
                 o.broken("FCGI-8-2", format!("UNKNOWN_TYPE record is {len} bytes"));
             }
@@ -1668,10 +1894,7 @@ fn unknown_type(ctx: &Ctx, o: &mut Out, t: u8, content: &[u8], pad: u8, then_req
         } else {
             o.info(
                 "FCGI-4.2-3",
-                format!(
-                    "no request served after the unknown type ({})",
-                    c.why(out)
-                ),
+                format!("no request served after the unknown type ({})", c.why(out)),
             );
         }
     }
@@ -1752,10 +1975,7 @@ fn responder_get(ctx: &Ctx, o: &mut Out) -> Option<u16> {
         o.pass("FCGI-5.5-1", "END_REQUEST received");
         o.pass("FCGI-6.2-7", "protocolStatus REQUEST_COMPLETE");
         if !r.stdout.is_empty() {
-            o.pass(
-                "FCGI-6.2-5",
-                format!("{} bytes of STDOUT", r.stdout.len()),
-            );
+            o.pass("FCGI-6.2-5", format!("{} bytes of STDOUT", r.stdout.len()));
         } else {
             o.info("FCGI-6.2-5", "no STDOUT data (an empty response)");
         }
@@ -1882,10 +2102,7 @@ fn end_request_fields(ctx: &Ctx, o: &mut Out) {
     let from = c.send(&ctx.get(1, false));
     let out = c.wait_end(1, from);
     match c.end_rec(1, from) {
-        None => o.broken(
-            "FCGI-5.5-1",
-            format!("no END_REQUEST ({})", c.why(out)),
-        ),
+        None => o.broken("FCGI-5.5-1", format!("no END_REQUEST ({})", c.why(out))),
         Some(r) => {
             let b = r.content.clone();
             let h = r.header;
@@ -1946,7 +2163,10 @@ fn stream_termination(ctx: &Ctx, o: &mut Out) {
                 "FCGI-6.1-7",
                 "STDOUT ended by one empty record before END_REQUEST",
             );
-            o.pass("FCGI-3.3-16", "one terminator per stream, before END_REQUEST");
+            o.pass(
+                "FCGI-3.3-16",
+                "one terminator per stream, before END_REQUEST",
+            );
         }
         match (r.stderr.is_empty(), r.stderr_end) {
             (true, false) => o.pass("FCGI-6.1-6", "no STDERR records"),
@@ -1994,7 +2214,13 @@ fn padded_post(ctx: &Ctx, pads: &[u8], params_pieces: usize) -> Vec<u8> {
     let mut b = Vec::new();
     begin(1, 1, 0, &mut b);
     for piece in split_exact(&params, params_pieces) {
-        raw(RecordType::PARAMS, 1, piece, pads.next().unwrap_or(0), &mut b);
+        raw(
+            RecordType::PARAMS,
+            1,
+            piece,
+            pads.next().unwrap_or(0),
+            &mut b,
+        );
     }
     raw(RecordType::PARAMS, 1, b"", pads.next().unwrap_or(0), &mut b);
     let rest: Vec<u8> = pads.collect();
@@ -2058,7 +2284,10 @@ fn random_padding(ctx: &Ctx, o: &mut Out) {
             x.to_be_bytes()[0]
         })
         .collect();
-    o.pass("FCGI-3.3-5", "the probe padded every record (0-255 junk bytes)");
+    o.pass(
+        "FCGI-3.3-5",
+        "the probe padded every record (0-255 junk bytes)",
+    );
     padded_check(ctx, o, &pads, "records with random junk padding");
 }
 
@@ -2090,7 +2319,13 @@ fn padding_terminators(ctx: &Ctx, o: &mut Out) {
 }
 
 /// A GET whose PARAMS stream is cut as `cut` says.
-fn params_cut_check(ctx: &Ctx, o: &mut Out, clause: &str, what: &str, cut: &dyn Fn(&[u8], &[usize]) -> Vec<usize>) {
+fn params_cut_check(
+    ctx: &Ctx,
+    o: &mut Out,
+    clause: &str,
+    what: &str,
+    cut: &dyn Fn(&[u8], &[usize]) -> Vec<usize>,
+) {
     let Some(mut c) = ctx.open(o, Duration::ZERO) else {
         return;
     };
@@ -2168,14 +2403,21 @@ fn params_split_in_name(ctx: &Ctx, o: &mut Out) {
                 .collect()
         },
     );
-    o.pass("FCGI-B-2", "a name split across PARAMS records was reassembled");
+    o.pass(
+        "FCGI-B-2",
+        "a name split across PARAMS records was reassembled",
+    );
 }
 
 fn stdin_cut_check(ctx: &Ctx, o: &mut Out, what: &str, sizes: &dyn Fn(usize) -> usize) {
     let Some(mut c) = ctx.open(o, Duration::ZERO) else {
         return;
     };
-    let body: Vec<u8> = b"field=".iter().copied().chain((0..250).map(|i| b'a' + (i % 26) as u8)).collect();
+    let body: Vec<u8> = b"field="
+        .iter()
+        .copied()
+        .chain((0..250).map(|i| b'a' + (i % 26) as u8))
+        .collect();
     let mut b = Vec::new();
     begin(1, 1, 0, &mut b);
     stream(
@@ -2205,9 +2447,12 @@ fn stdin_split_1(ctx: &Ctx, o: &mut Out) {
 }
 
 fn stdin_split_uneven(ctx: &Ctx, o: &mut Out) {
-    stdin_cut_check(ctx, o, "STDIN in records of 1, 2, 3, 5, 8, 13 … bytes", &|i| {
-        [1, 2, 3, 5, 8, 13, 21, 34, 55, 89][i % 10]
-    });
+    stdin_cut_check(
+        ctx,
+        o,
+        "STDIN in records of 1, 2, 3, 5, 8, 13 … bytes",
+        &|i| [1, 2, 3, 5, 8, 13, 21, 34, 55, 89][i % 10],
+    );
 }
 
 fn stdin_max_records(ctx: &Ctx, o: &mut Out) {
@@ -2233,7 +2478,10 @@ fn stdin_max_records(ctx: &Ctx, o: &mut Out) {
     let what = "STDIN records of 65535 bytes with 255 bytes of padding";
     if let Some(r) = answered(o, &c, 1, from, out, "FCGI-3.3-6", what) {
         same_status(o, "FCGI-3.3-6", &r, ctx.base_post, what);
-        o.pass("FCGI-3.3-4", "records of the maximum length (65798 bytes) accepted");
+        o.pass(
+            "FCGI-3.3-4",
+            "records of the maximum length (65798 bytes) accepted",
+        );
     }
     c.audit(o);
 }
@@ -2288,8 +2536,14 @@ fn params_lengths(ctx: &Ctx, o: &mut Out) {
     )
     .is_some()
     {
-        o.pass("FCGI-3.4-2", "one-byte lengths 0 and 127, four-byte length 128");
-        o.pass("FCGI-3.4-3", "a 128-byte value in the four-byte form was read");
+        o.pass(
+            "FCGI-3.4-2",
+            "one-byte lengths 0 and 127, four-byte length 128",
+        );
+        o.pass(
+            "FCGI-3.4-3",
+            "a 128-byte value in the four-byte form was read",
+        );
     }
 }
 
@@ -2318,10 +2572,7 @@ fn params_limit_check(ctx: &Ctx, o: &mut Out, p: &Pairs, what: &str) {
             "FCGI-AMB-5",
             format!("{what}: rejected with protocolStatus {p}"),
         ),
-        (None, _) => o.info(
-            "FCGI-AMB-5",
-            format!("{what}: not served ({})", c.why(out)),
-        ),
+        (None, _) => o.info("FCGI-AMB-5", format!("{what}: not served ({})", c.why(out))),
     }
     c.audit(o);
 }
@@ -2329,12 +2580,20 @@ fn params_limit_check(ctx: &Ctx, o: &mut Out, p: &Pairs, what: &str) {
 fn params_value_65536(ctx: &Ctx, o: &mut Out) {
     let p = params_with(ctx, vec![(b"HTTP_X_PROBE_BIG".to_vec(), vec![b'c'; 65536])]);
     params_limit_check(ctx, o, &p, "a 65536-byte value spanning two PARAMS records");
-    o.pass("FCGI-3.4-3", "the probe sent the 65536-byte length in the four-byte form");
+    o.pass(
+        "FCGI-3.4-3",
+        "the probe sent the 65536-byte length in the four-byte form",
+    );
 }
 
 fn params_large(ctx: &Ctx, o: &mut Out) {
     let big: Pairs = (0..100)
-        .map(|i| (format!("HTTP_X_PROBE_{i:03}").into_bytes(), vec![b'v'; 1024]))
+        .map(|i| {
+            (
+                format!("HTTP_X_PROBE_{i:03}").into_bytes(),
+                vec![b'v'; 1024],
+            )
+        })
         .collect();
     let p = params_with(ctx, big);
     params_limit_check(ctx, o, &p, "a 100 KiB PARAMS block in two records");
@@ -2357,16 +2616,31 @@ fn params_four_byte(ctx: &Ctx, o: &mut Out, long_name: bool, long_value: bool, w
         pair_forms(n, v, long_name, long_value, &mut content);
     }
     if params_content_check(ctx, o, &content, "FCGI-3.4-4", what).is_some() {
-        o.info("FCGI-AMB-4", "the four-byte form of short lengths is accepted");
+        o.info(
+            "FCGI-AMB-4",
+            "the four-byte form of short lengths is accepted",
+        );
     }
 }
 
 fn params_four_byte_name(ctx: &Ctx, o: &mut Out) {
-    params_four_byte(ctx, o, true, false, "four-byte name lengths (a 5-byte name first)");
+    params_four_byte(
+        ctx,
+        o,
+        true,
+        false,
+        "four-byte name lengths (a 5-byte name first)",
+    );
 }
 
 fn params_four_byte_value(ctx: &Ctx, o: &mut Out) {
-    params_four_byte(ctx, o, false, true, "four-byte value lengths for short values");
+    params_four_byte(
+        ctx,
+        o,
+        false,
+        true,
+        "four-byte value lengths for short values",
+    );
 }
 
 fn params_four_byte_all(ctx: &Ctx, o: &mut Out) {
@@ -2431,7 +2705,13 @@ fn params_binary(ctx: &Ctx, o: &mut Out) {
 fn params_reordered(ctx: &Ctx, o: &mut Out) {
     let mut p = ctx.params("GET", None);
     p.reverse();
-    params_content_check(ctx, o, &pairs_bytes(&p), "FCGI-5.2-2", "params in reverse order");
+    params_content_check(
+        ctx,
+        o,
+        &pairs_bytes(&p),
+        "FCGI-5.2-2",
+        "params in reverse order",
+    );
 }
 
 fn params_oversize_length(ctx: &Ctx, o: &mut Out) {
@@ -2504,8 +2784,7 @@ fn keep_conn_set(ctx: &Ctx, o: &mut Out) {
         } else {
             let from = c.send(&ctx.get(1, true));
             let out = c.wait_end(1, from);
-            if let Some(r) = answered_again(o, &c, 1, from, out, "FCGI-5.5-1", "second request")
-            {
+            if let Some(r) = answered_again(o, &c, 1, from, out, "FCGI-5.5-1", "second request") {
                 o.pass(
                     "FCGI-5.1-6",
                     "the connection stayed open and served a second request",
@@ -2536,8 +2815,14 @@ fn keep_conn_sequence(ctx: &Ctx, o: &mut Out) {
             return;
         }
     }
-    o.pass("FCGI-3.3-8", "IDs 1, 2, 1, 3 served one after another on one connection");
-    o.pass("FCGI-5.1-6", "the connection stayed open across three KEEP_CONN requests");
+    o.pass(
+        "FCGI-3.3-8",
+        "IDs 1, 2, 1, 3 served one after another on one connection",
+    );
+    o.pass(
+        "FCGI-5.1-6",
+        "the connection stayed open across three KEEP_CONN requests",
+    );
     match c.wait_eof() {
         Outcome::Eof => o.pass(
             "FCGI-5.1-5",
@@ -2571,7 +2856,10 @@ fn keep_conn_other_flags(ctx: &Ctx, o: &mut Out) {
     let from = c.send(&get_with_flags(ctx, 1, 0xFE));
     let out = c.wait_end(1, from);
     if answered(o, &c, 1, from, out, "FCGI-5.5-1", "GET with flags 0xFE").is_some() {
-        o.pass("FCGI-5.1-4", "undefined flag bits did not disturb the request");
+        o.pass(
+            "FCGI-5.1-4",
+            "undefined flag bits did not disturb the request",
+        );
         match c.wait_eof() {
             Outcome::Eof => o.pass(
                 "FCGI-5.1-5",
@@ -2677,24 +2965,36 @@ fn mpx_interleaved(ctx: &Ctx, o: &mut Out) {
         (s1, s2) => {
             let seen = format!(
                 "request 1: {}, request 2: {} ({})",
-                s1.map_or_else(|| "no END_REQUEST".into(), |s| format!("protocolStatus {s}")),
-                s2.map_or_else(|| "no END_REQUEST".into(), |s| format!("protocolStatus {s}")),
+                s1.map_or_else(
+                    || "no END_REQUEST".into(),
+                    |s| format!("protocolStatus {s}")
+                ),
+                s2.map_or_else(
+                    || "no END_REQUEST".into(),
+                    |s| format!("protocolStatus {s}")
+                ),
                 c.why(out)
             );
             if declared == Some(true) {
                 o.broken(
                     "FCGI-4.1-3",
-                    format!("GET_VALUES said FCGI_MPXS_CONNS=1, but interleaved requests failed: {seen}"),
+                    format!(
+                        "GET_VALUES said FCGI_MPXS_CONNS=1, but interleaved requests failed: {seen}"
+                    ),
                 );
             } else if out == Outcome::Eof {
                 o.broken(
                     "FCGI-5.5-5",
-                    format!("closed the connection instead of END_REQUEST{{CANT_MPX_CONN}}: {seen}"),
+                    format!(
+                        "closed the connection instead of END_REQUEST{{CANT_MPX_CONN}}: {seen}"
+                    ),
                 );
             } else {
                 o.broken(
                     "FCGI-5.5-5",
-                    format!("no END_REQUEST{{CANT_MPX_CONN}} for a second concurrent request: {seen}"),
+                    format!(
+                        "no END_REQUEST{{CANT_MPX_CONN}} for a second concurrent request: {seen}"
+                    ),
                 );
             }
         }
@@ -2728,7 +3028,10 @@ fn mpx_many(ctx: &Ctx, o: &mut Out) {
     if failed.is_empty() {
         o.pass(
             "FCGI-4.1-3",
-            format!("{} interleaved requests all completed, as FCGI_MPXS_CONNS=1 says", ids.len()),
+            format!(
+                "{} interleaved requests all completed, as FCGI_MPXS_CONNS=1 says",
+                ids.len()
+            ),
         );
         o.info("FCGI-6.1-4", "records of different requests interleaved");
     } else {
@@ -2755,7 +3058,10 @@ fn mpx_reject_then_reuse(ctx: &Ctx, o: &mut Out) {
     if out != Outcome::Done {
         o.info(
             "FCGI-5.5-5",
-            format!("not run: the interleaved pair did not both end ({})", c.why(out)),
+            format!(
+                "not run: the interleaved pair did not both end ({})",
+                c.why(out)
+            ),
         );
         c.audit(o);
         return;
@@ -2895,7 +3201,11 @@ fn authorizer_with(ctx: &Ctx, o: &mut Out, stdin: Option<&[u8]>) {
             .stdout
             .split(|&b| b == b'\n')
             .take_while(|l| !l.is_empty() && *l != b"\r")
-            .filter(|l| l.len() > 9 && l.get(..9).is_some_and(|p| p.eq_ignore_ascii_case(b"variable-")))
+            .filter(|l| {
+                l.len() > 9
+                    && l.get(..9)
+                        .is_some_and(|p| p.eq_ignore_ascii_case(b"variable-"))
+            })
             .count();
         o.info(
             "FCGI-6.3-4",
@@ -2921,7 +3231,10 @@ fn authorizer_empty_stdin(ctx: &Ctx, o: &mut Out) {
 fn filter_request(ctx: &Ctx, data: &[u8], split: bool) -> Vec<u8> {
     let mut p = ctx.params("GET", None);
     p.push((b"FCGI_DATA_LAST_MOD".to_vec(), b"1700000000".to_vec()));
-    p.push((b"FCGI_DATA_LENGTH".to_vec(), data.len().to_string().into_bytes()));
+    p.push((
+        b"FCGI_DATA_LENGTH".to_vec(),
+        data.len().to_string().into_bytes(),
+    ));
     if !split {
         return ctx.request(1, Role::FILTER, false, &p, Some(b""), Some(data));
     }
@@ -2954,11 +3267,19 @@ fn filter(ctx: &Ctx, o: &mut Out) {
 
 fn filter_data_split(ctx: &Ctx, o: &mut Out) {
     let b = filter_request(ctx, b"<p>a file in one-byte records</p>\n", true);
-    if let Some(r) = role_request(ctx, o, &b, "Filter, DATA in padded one-byte records", "FCGI-6.4-7")
-    {
+    if let Some(r) = role_request(
+        ctx,
+        o,
+        &b,
+        "Filter, DATA in padded one-byte records",
+        "FCGI-6.4-7",
+    ) {
         o.pass(
             "FCGI-3.3-15",
-            format!("DATA split into one-byte records accepted (status {:?})", r.status()),
+            format!(
+                "DATA split into one-byte records accepted (status {:?})",
+                r.status()
+            ),
         );
     }
 }
@@ -3043,7 +3364,10 @@ fn abort_upload(ctx: &Ctx, o: &mut Out, c: &mut Conv, keep: bool) -> Option<bool
             } else {
                 o.broken(
                     "FCGI-5.4-2",
-                    format!("END_REQUEST with protocolStatus {:?} after ABORT_REQUEST", e.status),
+                    format!(
+                        "END_REQUEST with protocolStatus {:?} after ABORT_REQUEST",
+                        e.status
+                    ),
                 );
             }
             o.info(
@@ -3058,7 +3382,10 @@ fn abort_upload(ctx: &Ctx, o: &mut Out, c: &mut Conv, keep: bool) -> Option<bool
         None => {
             o.broken(
                 "FCGI-5.4-2",
-                format!("no END_REQUEST after ABORT_REQUEST during STDIN ({})", c.why(out)),
+                format!(
+                    "no END_REQUEST after ABORT_REQUEST during STDIN ({})",
+                    c.why(out)
+                ),
             );
             Some(false)
         }
@@ -3082,7 +3409,13 @@ fn abort_then_reuse(ctx: &Ctx, o: &mut Out) {
         let out = c.wait_end(1, from);
         if let Some(r) = answered_again(o, &c, 1, from, out, "FCGI-5.5-1", "request after an abort")
         {
-            same_status(o, "FCGI-3.3-8", &r, ctx.base_get, "ID 1 reused after its abort");
+            same_status(
+                o,
+                "FCGI-3.3-8",
+                &r,
+                ctx.base_get,
+                "ID 1 reused after its abort",
+            );
         }
     }
     c.audit(o);
@@ -3114,7 +3447,10 @@ fn abort_after_input(ctx: &Ctx, o: &mut Out) {
     } else {
         o.broken(
             "FCGI-5.5-1",
-            format!("no END_REQUEST for a request aborted after its input ({})", c.why(out)),
+            format!(
+                "no END_REQUEST for a request aborted after its input ({})",
+                c.why(out)
+            ),
         );
     }
     c.audit(o);
@@ -3138,12 +3474,18 @@ fn abort_with_content(ctx: &Ctx, o: &mut Out) {
     let out = c.wait_end(1, from);
     match c.resp(1, from).end {
         Some(_) => {
-            o.pass("FCGI-5.4-2", "END_REQUEST after an ABORT_REQUEST with 8 content bytes");
+            o.pass(
+                "FCGI-5.4-2",
+                "END_REQUEST after an ABORT_REQUEST with 8 content bytes",
+            );
             o.info("FCGI-AMB-12", "ABORT_REQUEST content was ignored");
         }
         None => o.broken(
             "FCGI-5.4-2",
-            format!("no END_REQUEST after an ABORT_REQUEST carrying content ({})", c.why(out)),
+            format!(
+                "no END_REQUEST after an ABORT_REQUEST carrying content ({})",
+                c.why(out)
+            ),
         ),
     }
     c.audit(o);
@@ -3172,9 +3514,26 @@ fn inactive_id_before(ctx: &Ctx, o: &mut Out) {
     if others_answered(&c, &[7, 9]) {
         o.broken("FCGI-3.3-10", "answered records for inactive IDs 7 and 9");
     }
-    if let Some(r) = answered(o, &c, 1, from, out, "FCGI-3.3-10", "request 1 after records for inactive IDs 7 and 9") {
-        same_status(o, "FCGI-3.3-10", &r, ctx.base_get, "request 1 after STDIN, ABORT and PARAMS for inactive IDs");
-        o.info("FCGI-AMB-12", "ABORT_REQUEST for an inactive ID was ignored");
+    if let Some(r) = answered(
+        o,
+        &c,
+        1,
+        from,
+        out,
+        "FCGI-3.3-10",
+        "request 1 after records for inactive IDs 7 and 9",
+    ) {
+        same_status(
+            o,
+            "FCGI-3.3-10",
+            &r,
+            ctx.base_get,
+            "request 1 after STDIN, ABORT and PARAMS for inactive IDs",
+        );
+        o.info(
+            "FCGI-AMB-12",
+            "ABORT_REQUEST for an inactive ID was ignored",
+        );
     }
     c.audit(o);
 }
@@ -3202,11 +3561,28 @@ fn inactive_id_during(ctx: &Ctx, o: &mut Out) {
     if others_answered(&c, &[7]) {
         o.broken("FCGI-3.3-10", "answered records for the inactive ID 7");
     }
-    if let Some(r) = answered(o, &c, 1, from, out, "FCGI-3.3-10", "POST with STDIN and ABORT for inactive ID 7 in its middle") {
+    if let Some(r) = answered(
+        o,
+        &c,
+        1,
+        from,
+        out,
+        "FCGI-3.3-10",
+        "POST with STDIN and ABORT for inactive ID 7 in its middle",
+    ) {
         if find(&r.stdout, b"JUNK").is_some() {
-            o.broken("FCGI-3.3-10", "STDIN of the inactive ID 7 showed up in request 1's response");
+            o.broken(
+                "FCGI-3.3-10",
+                "STDIN of the inactive ID 7 showed up in request 1's response",
+            );
         }
-        same_status(o, "FCGI-3.3-10", &r, ctx.base_post, "POST with records for inactive ID 7 in its middle");
+        same_status(
+            o,
+            "FCGI-3.3-10",
+            &r,
+            ctx.base_post,
+            "POST with records for inactive ID 7 in its middle",
+        );
     }
     c.audit(o);
 }
@@ -3229,10 +3605,27 @@ fn inactive_id_after_end(ctx: &Ctx, o: &mut Out) {
     let from = c.send(&b);
     let out = c.wait_end(2, from);
     if c.count_for(1, from) > 0 {
-        o.broken("FCGI-3.3-10", "answered STDIN/ABORT for request 1 after its END_REQUEST");
+        o.broken(
+            "FCGI-3.3-10",
+            "answered STDIN/ABORT for request 1 after its END_REQUEST",
+        );
     }
-    if let Some(r) = answered_again(o, &c, 2, from, out, "FCGI-3.3-10", "request 2 after late records for ended request 1") {
-        same_status(o, "FCGI-3.3-10", &r, ctx.base_get, "request 2 after late STDIN and ABORT for request 1");
+    if let Some(r) = answered_again(
+        o,
+        &c,
+        2,
+        from,
+        out,
+        "FCGI-3.3-10",
+        "request 2 after late records for ended request 1",
+    ) {
+        same_status(
+            o,
+            "FCGI-3.3-10",
+            &r,
+            ctx.base_get,
+            "request 2 after late STDIN and ABORT for request 1",
+        );
         o.info("FCGI-AMB-16", "late STDIN for an ended request was ignored");
     }
     c.audit(o);
@@ -3261,9 +3654,15 @@ fn reaction(ctx: &Ctx, o: &mut Out, b: &[u8]) -> Option<String> {
 fn bad_version(ctx: &Ctx, o: &mut Out, v: u8) {
     let b = with_version(&ctx.get(1, false), v);
     if let Some(s) = reaction(ctx, o, &b) {
-        o.info("FCGI-AMB-2", format!("a request in version-{v} records: {s}"));
+        o.info(
+            "FCGI-AMB-2",
+            format!("a request in version-{v} records: {s}"),
+        );
         if s.starts_with("request answered") && v > 1 {
-            o.info("FCGI-RW-7", "accepts versions other than 1 (PHP accepts any version ≥ 1)");
+            o.info(
+                "FCGI-RW-7",
+                "accepts versions other than 1 (PHP accepts any version ≥ 1)",
+            );
         }
     }
 }
@@ -3294,17 +3693,33 @@ fn bad_version_mid_request(ctx: &Ctx, o: &mut Out) {
     stream(RecordType::PARAMS, 1, b"", &mut b);
     stream(RecordType::STDIN, 1, b"", &mut b);
     if let Some(s) = reaction(ctx, o, &b) {
-        o.info("FCGI-AMB-2", format!("a version-2 PARAMS record inside a request: {s}"));
+        o.info(
+            "FCGI-AMB-2",
+            format!("a version-2 PARAMS record inside a request: {s}"),
+        );
     }
 }
 
 fn begin_body_short(ctx: &Ctx, o: &mut Out) {
     let mut b = Vec::new();
-    encode_record(RecordType::BEGIN_REQUEST, 1, b"\x00\x01\x00\x00\x00", &mut b);
-    stream(RecordType::PARAMS, 1, &pairs_bytes(&ctx.params("GET", None)), &mut b);
+    encode_record(
+        RecordType::BEGIN_REQUEST,
+        1,
+        b"\x00\x01\x00\x00\x00",
+        &mut b,
+    );
+    stream(
+        RecordType::PARAMS,
+        1,
+        &pairs_bytes(&ctx.params("GET", None)),
+        &mut b,
+    );
     stream(RecordType::STDIN, 1, b"", &mut b);
     if let Some(s) = reaction(ctx, o, &b) {
-        o.info("FCGI-5.1-2", format!("a BEGIN_REQUEST with a 5-byte body: {s}"));
+        o.info(
+            "FCGI-5.1-2",
+            format!("a BEGIN_REQUEST with a 5-byte body: {s}"),
+        );
     }
 }
 
@@ -3312,21 +3727,37 @@ fn begin_duplicate(ctx: &Ctx, o: &mut Out) {
     let mut b = Vec::new();
     begin(1, 1, 0, &mut b);
     begin(1, 1, 0, &mut b);
-    stream(RecordType::PARAMS, 1, &pairs_bytes(&ctx.params("GET", None)), &mut b);
+    stream(
+        RecordType::PARAMS,
+        1,
+        &pairs_bytes(&ctx.params("GET", None)),
+        &mut b,
+    );
     stream(RecordType::STDIN, 1, b"", &mut b);
     if let Some(s) = reaction(ctx, o, &b) {
-        o.info("FCGI-AMB-14", format!("BEGIN_REQUEST for the active ID 1: {s}"));
+        o.info(
+            "FCGI-AMB-14",
+            format!("BEGIN_REQUEST for the active ID 1: {s}"),
+        );
     }
 }
 
 fn ws_sends_app_type(ctx: &Ctx, o: &mut Out) {
     let mut b = Vec::new();
     begin(1, 1, 0, &mut b);
-    stream(RecordType::PARAMS, 1, &pairs_bytes(&ctx.params("GET", None)), &mut b);
+    stream(
+        RecordType::PARAMS,
+        1,
+        &pairs_bytes(&ctx.params("GET", None)),
+        &mut b,
+    );
     encode_record(RecordType::STDOUT, 1, b"from the web server", &mut b);
     stream(RecordType::STDIN, 1, b"", &mut b);
     if let Some(s) = reaction(ctx, o, &b) {
-        o.info("FCGI-A-1", format!("a STDOUT record sent to the application: {s}"));
+        o.info(
+            "FCGI-A-1",
+            format!("a STDOUT record sent to the application: {s}"),
+        );
     }
 }
 
@@ -3335,7 +3766,10 @@ fn ws_stream_id_0(ctx: &Ctx, o: &mut Out) {
     encode_record(RecordType::STDIN, 0, b"zero", &mut b);
     b.extend_from_slice(&ctx.get(1, false));
     if let Some(s) = reaction(ctx, o, &b) {
-        o.info("FCGI-A-2", format!("a STDIN record with request ID 0 before a request: {s}"));
+        o.info(
+            "FCGI-A-2",
+            format!("a STDIN record with request ID 0 before a request: {s}"),
+        );
     }
 }
 
@@ -3411,8 +3845,22 @@ fn hold_params_end(ctx: &Ctx, o: &mut Out) {
     stream(RecordType::STDIN, 1, b"", &mut b);
     c.send(&b);
     let out = c.wait_end(1, from);
-    if let Some(r) = answered(o, &c, 1, from, out, "FCGI-5.5-1", "request with a late PARAMS end") {
-        same_status(o, "FCGI-5.5-1", &r, ctx.base_get, "request with a late PARAMS end");
+    if let Some(r) = answered(
+        o,
+        &c,
+        1,
+        from,
+        out,
+        "FCGI-5.5-1",
+        "request with a late PARAMS end",
+    ) {
+        same_status(
+            o,
+            "FCGI-5.5-1",
+            &r,
+            ctx.base_get,
+            "request with a late PARAMS end",
+        );
     }
     c.audit(o);
 }
@@ -3439,8 +3887,22 @@ fn slow_stdin(ctx: &Ctx, o: &mut Out) {
     stream(RecordType::STDIN, 1, rest, &mut b);
     c.send(&b);
     let out = c.wait_end(1, from);
-    if let Some(r) = answered(o, &c, 1, from, out, "FCGI-5.5-1", "POST with STDIN sent slowly") {
-        same_status(o, "FCGI-5.5-1", &r, ctx.base_post, "POST with STDIN sent slowly");
+    if let Some(r) = answered(
+        o,
+        &c,
+        1,
+        from,
+        out,
+        "FCGI-5.5-1",
+        "POST with STDIN sent slowly",
+    ) {
+        same_status(
+            o,
+            "FCGI-5.5-1",
+            &r,
+            ctx.base_post,
+            "POST with STDIN sent slowly",
+        );
         o.info(
             "FCGI-6.2-6",
             if early {
@@ -3460,7 +3922,15 @@ fn slow_reader(ctx: &Ctx, o: &mut Out) {
     let from = c.send(&ctx.get(1, false));
     slow_read(&mut c, Duration::from_millis(500), 256);
     let out = c.wait_end(1, from);
-    if let Some(r) = answered(o, &c, 1, from, out, "FCGI-5.5-1", "GET read after a 0.5 s stall, bytewise") {
+    if let Some(r) = answered(
+        o,
+        &c,
+        1,
+        from,
+        out,
+        "FCGI-5.5-1",
+        "GET read after a 0.5 s stall, bytewise",
+    ) {
         same_status(o, "FCGI-5.5-1", &r, ctx.base_get, "GET read slowly");
         if r.stdout_end {
             o.pass("FCGI-6.1-7", "complete STDOUT stream under a slow reader");
@@ -3478,12 +3948,23 @@ fn slow_reader_large(ctx: &Ctx, o: &mut Out) {
     let from = c.send(&ctx.post(1, false, &body));
     slow_read(&mut c, Duration::from_millis(500), 256);
     let out = c.wait_end(1, from);
-    if let Some(r) = answered(o, &c, 1, from, out, "FCGI-5.5-1", "1 MiB POST, response read after a 0.5 s stall") {
+    if let Some(r) = answered(
+        o,
+        &c,
+        1,
+        from,
+        out,
+        "FCGI-5.5-1",
+        "1 MiB POST, response read after a 0.5 s stall",
+    ) {
         same_status(o, "FCGI-5.5-1", &r, ctx.base_post, "1 MiB POST read slowly");
         if r.stdout_end {
             o.pass(
                 "FCGI-6.1-7",
-                format!("complete STDOUT stream ({} bytes) under a slow reader", r.stdout.len()),
+                format!(
+                    "complete STDOUT stream ({} bytes) under a slow reader",
+                    r.stdout.len()
+                ),
             );
         }
     }
@@ -3497,9 +3978,26 @@ fn slow_writer(ctx: &Ctx, o: &mut Out) {
     let b = ctx.get(1, false);
     let from = c.send_trickle(&b, 1, 8, Duration::from_millis(2));
     let out = c.wait_end(1, from);
-    if let Some(r) = answered(o, &c, 1, from, out, "FCGI-5.5-1", "request written one byte at a time") {
-        same_status(o, "FCGI-5.5-1", &r, ctx.base_get, "request written one byte at a time");
-        o.pass("FCGI-3.3-15", "records arriving byte by byte were reassembled");
+    if let Some(r) = answered(
+        o,
+        &c,
+        1,
+        from,
+        out,
+        "FCGI-5.5-1",
+        "request written one byte at a time",
+    ) {
+        same_status(
+            o,
+            "FCGI-5.5-1",
+            &r,
+            ctx.base_get,
+            "request written one byte at a time",
+        );
+        o.pass(
+            "FCGI-3.3-15",
+            "records arriving byte by byte were reassembled",
+        );
     }
     c.audit(o);
 }
@@ -3512,7 +4010,10 @@ fn stdin_short(ctx: &Ctx, o: &mut Out) {
             "FCGI-6.2-8",
             format!("CONTENT_LENGTH 10 with 5 STDIN bytes: {s} (an update must be abandoned)"),
         );
-        o.info("FCGI-6.2-4", "the probe sent fewer STDIN bytes than CONTENT_LENGTH on purpose");
+        o.info(
+            "FCGI-6.2-4",
+            "the probe sent fewer STDIN bytes than CONTENT_LENGTH on purpose",
+        );
     }
 }
 
@@ -3536,7 +4037,10 @@ fn concurrent_conns(ctx: &Ctx, o: &mut Out) {
         };
         convs.push(c);
     }
-    let froms: Vec<u32> = convs.iter_mut().map(|c| c.send(&ctx.get(1, false))).collect();
+    let froms: Vec<u32> = convs
+        .iter_mut()
+        .map(|c| c.send(&ctx.get(1, false)))
+        .collect();
     let mut ok = 0;
     for (c, from) in convs.iter_mut().zip(froms) {
         c.wait_end(1, from);

@@ -65,7 +65,9 @@ pub fn run(args: ProbeArgs) -> ExitCode {
     }
     let report = if first.starts_with("scgi") {
         let Some(target) = scgi::Target::parse(first) else {
-            eprintln!("portico probe: bad SCGI target {first:?} (scgi://HOST:PORT or scgi+unix:/path)");
+            eprintln!(
+                "portico probe: bad SCGI target {first:?} (scgi://HOST:PORT or scgi+unix:/path)"
+            );
             return ExitCode::from(2);
         };
         Some(scgi::probe(&target, &args))

@@ -256,7 +256,9 @@ fn serve_conn(mut s: Stream, conn_no: usize, sh: &Shared) {
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
                 ) => {}
             Err(_) => {
                 peer_closed = true;
@@ -317,9 +319,15 @@ impl Req {
     /// PASS for the clauses that held in this request.
     fn conclude(&mut self) {
         let o = &mut self.out;
-        o.pass("FCGI-5.1-1", "BEGIN_REQUEST with a nonzero ID and an 8-byte body");
+        o.pass(
+            "FCGI-5.1-1",
+            "BEGIN_REQUEST with a nonzero ID and an 8-byte body",
+        );
         o.pass("FCGI-3.3-16", "every stream ended once, by an empty record");
-        o.pass("FCGI-3.3-7", format!("{} records, each a multiple of 8 bytes", self.records));
+        o.pass(
+            "FCGI-3.3-7",
+            format!("{} records, each a multiple of 8 bytes", self.records),
+        );
         if self.params_end.is_some() {
             o.pass("FCGI-6.1-9", format!("{} params, no NUL byte", self.pairs));
             if self.role == Role::AUTHORIZER {
@@ -391,8 +399,7 @@ impl Observer {
         self.inbuf.extend_from_slice(data);
         let buf = std::mem::take(&mut self.inbuf);
         let mut used = 0;
-        while let Ok(Status::Complete((r, n))) = parse_record(buf.get(used..).unwrap_or_default())
-        {
+        while let Ok(Status::Complete((r, n))) = parse_record(buf.get(used..).unwrap_or_default()) {
             self.on_record(r.header, r.content, sh);
             used += n;
         }
@@ -444,7 +451,10 @@ impl Observer {
             );
         }
         if t.is_from_application() {
-            o.broken("FCGI-A-1", format!("the web server sent {t}, an application type"));
+            o.broken(
+                "FCGI-A-1",
+                format!("the web server sent {t}, an application type"),
+            );
             return;
         }
         if id == 0 {
@@ -471,7 +481,8 @@ impl Observer {
         };
         match t {
             RecordType::ABORT_REQUEST => {
-                r.out.info("FCGI-5.4-1", "the web server aborted the request");
+                r.out
+                    .info("FCGI-5.4-1", "the web server aborted the request");
                 if !content.is_empty() {
                     r.out.info(
                         "FCGI-AMB-12",
@@ -481,7 +492,8 @@ impl Observer {
             }
             RecordType::PARAMS => {
                 if r.params_end.is_some() {
-                    r.out.broken("FCGI-3.3-16", "PARAMS record after the PARAMS terminator");
+                    r.out
+                        .broken("FCGI-3.3-16", "PARAMS record after the PARAMS terminator");
                 } else if content.is_empty() {
                     r.params_end = Some(Instant::now());
                     judge_params(r);
@@ -491,10 +503,12 @@ impl Observer {
             }
             RecordType::STDIN => {
                 if r.params_end.is_none() {
-                    r.out.broken("FCGI-6.1-2", "STDIN before the PARAMS stream ended");
+                    r.out
+                        .broken("FCGI-6.1-2", "STDIN before the PARAMS stream ended");
                 }
                 if r.stdin_end {
-                    r.out.broken("FCGI-3.3-16", "STDIN record after the STDIN terminator");
+                    r.out
+                        .broken("FCGI-3.3-16", "STDIN record after the STDIN terminator");
                     return;
                 }
                 r.stdin_seen = true;
@@ -507,13 +521,17 @@ impl Observer {
             }
             RecordType::DATA => {
                 if r.role != Role::FILTER {
-                    r.out.info("FCGI-5.3-2", format!("DATA sent to a {} request", r.role));
+                    r.out
+                        .info("FCGI-5.3-2", format!("DATA sent to a {} request", r.role));
                 } else if !r.stdin_end {
-                    r.out.broken("FCGI-6.1-2", "DATA before the STDIN stream ended");
-                    r.out.broken("FCGI-6.4-2", "DATA before the STDIN stream ended");
+                    r.out
+                        .broken("FCGI-6.1-2", "DATA before the STDIN stream ended");
+                    r.out
+                        .broken("FCGI-6.4-2", "DATA before the STDIN stream ended");
                 }
                 if r.data_end {
-                    r.out.broken("FCGI-3.3-16", "DATA record after the DATA terminator");
+                    r.out
+                        .broken("FCGI-3.3-16", "DATA record after the DATA terminator");
                 } else if content.is_empty() {
                     r.data_end = true;
                 }
@@ -646,7 +664,8 @@ impl Observer {
                     .broken("FCGI-A-2", "BEGIN_REQUEST with request ID 0");
             }
             _ if t.is_known() => {
-                self.out.broken("FCGI-A-2", format!("{t} with request ID 0"));
+                self.out
+                    .broken("FCGI-A-2", format!("{t} with request ID 0"));
             }
             _ => self.out.info(
                 "FCGI-4.2-1",
@@ -741,7 +760,10 @@ impl Observer {
         self.closed_by_us = true;
         self.out.info(
             "FCGI-AMB-2",
-            format!("protocol error ({}: {e}); portico closed the connection", e.clause()),
+            format!(
+                "protocol error ({}: {e}); portico closed the connection",
+                e.clause()
+            ),
         );
     }
 
@@ -755,8 +777,10 @@ impl Observer {
                     "the web server closed the connection while the request was active (abort by close)",
                 );
             } else {
-                r.out
-                    .info("FCGI-3.5-1", "the request was cut short when portico stopped or closed");
+                r.out.info(
+                    "FCGI-3.5-1",
+                    "the request was cut short when portico stopped or closed",
+                );
             }
             let title = r.title(conn);
             let f = std::mem::replace(&mut r.out, Out::new("done")).into_findings();
@@ -778,7 +802,10 @@ impl Observer {
         if !self.inbuf.is_empty() {
             self.out.info(
                 "FCGI-3.3-2",
-                format!("{} bytes of an incomplete record at the end", self.inbuf.len()),
+                format!(
+                    "{} bytes of an incomplete record at the end",
+                    self.inbuf.len()
+                ),
             );
         }
         let f = std::mem::replace(&mut self.out, Out::new("done")).into_findings();
@@ -817,7 +844,9 @@ fn judge_params(r: &mut Req) {
             nul.push(String::from_utf8_lossy(name).replace('\0', "\\0"));
         }
         names.push(name.to_vec());
-        values.entry(name.to_vec()).or_insert_with(|| value.to_vec());
+        values
+            .entry(name.to_vec())
+            .or_insert_with(|| value.to_vec());
         at = start + nl + vl;
     }
     r.pairs = names.len();
@@ -825,12 +854,21 @@ fn judge_params(r: &mut Req) {
     if malformed {
         o.info(
             "FCGI-3.4-1",
-            format!("PARAMS ends inside a name-value pair (at byte {at} of {})", p.len()),
+            format!(
+                "PARAMS ends inside a name-value pair (at byte {at} of {})",
+                p.len()
+            ),
         );
-        o.broken("FCGI-6.2-2", "PARAMS is not a sequence of whole name-value pairs");
+        o.broken(
+            "FCGI-6.2-2",
+            "PARAMS is not a sequence of whole name-value pairs",
+        );
     }
     if long_short {
-        o.info("FCGI-AMB-4", "four-byte length form used for a length of 127 or less");
+        o.info(
+            "FCGI-AMB-4",
+            "four-byte length form used for a length of 127 or less",
+        );
     }
     if !nul.is_empty() {
         o.broken(
@@ -890,11 +928,16 @@ fn judge_params(r: &mut Req) {
     }
     r.content_length = match values.get(&b"CONTENT_LENGTH"[..]) {
         Some(v) if !v.is_empty() => {
-            let n = std::str::from_utf8(v).ok().and_then(|s| s.parse::<u64>().ok());
+            let n = std::str::from_utf8(v)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok());
             if n.is_none() {
                 o.info(
                     "FCGI-6.2-4",
-                    format!("CONTENT_LENGTH {:?} is not a number", String::from_utf8_lossy(v)),
+                    format!(
+                        "CONTENT_LENGTH {:?} is not a number",
+                        String::from_utf8_lossy(v)
+                    ),
                 );
             }
             n
@@ -915,7 +958,9 @@ fn judge_stdin(r: &mut Req) {
             "FCGI-6.2-4",
             format!("{got} STDIN bytes, fewer than CONTENT_LENGTH {cl} (the client failed?)"),
         ),
-        Some(cl) => r.out.pass("FCGI-6.2-4", format!("STDIN matches CONTENT_LENGTH {cl}")),
+        Some(cl) => r
+            .out
+            .pass("FCGI-6.2-4", format!("STDIN matches CONTENT_LENGTH {cl}")),
         None if got > 0 => r.out.info(
             "FCGI-6.2-4",
             format!("{got} STDIN bytes without a CONTENT_LENGTH (a streamed body, RW-5/RW-6)"),
@@ -923,8 +968,10 @@ fn judge_stdin(r: &mut Req) {
         None => {}
     }
     if r.role == Role::AUTHORIZER && got > 0 {
-        r.out
-            .info("FCGI-AMB-8", format!("{got} STDIN bytes sent to an Authorizer"));
+        r.out.info(
+            "FCGI-AMB-8",
+            format!("{got} STDIN bytes sent to an Authorizer"),
+        );
     }
 }
 
