@@ -904,6 +904,7 @@ mod tests {
     //! `cgi_*` check the clause of `shared/specs/cgi.md` in their name.
 
     use super::*;
+    use http::{HeaderValue, StatusCode, header};
     use std::collections::BTreeMap;
     use std::sync::{Mutex, OnceLock};
 

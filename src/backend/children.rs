@@ -143,15 +143,9 @@ impl ChildPool {
                 until.saturating_duration_since(Instant::now())
             )));
         }
-        loop {
-            match self.idle_rx.try_recv() {
-                Ok(idle) => {
-                    if let Some(lease) = self.lease(idle) {
-                        return Ok(lease);
-                    }
-                    continue;
-                }
-                Err(_) => break,
+        while let Ok(idle) = self.idle_rx.try_recv() {
+            if let Some(lease) = self.lease(idle) {
+                return Ok(lease);
             }
         }
         if self.spec.mode != PoolMode::Static && self.count() < self.spec.processes {

@@ -208,6 +208,8 @@ pub(crate) fn clause(id: &str) -> (Level, Side) {
 pub(crate) struct Out {
     check: String,
     findings: Vec<Finding>,
+    /// Findings of the record audit, which the report keeps once per clause.
+    audit: Vec<Finding>,
     broken: BTreeSet<String>,
 }
 
@@ -217,6 +219,7 @@ impl Out {
         Out {
             check: check.to_owned(),
             findings: Vec::new(),
+            audit: Vec::new(),
             broken: BTreeSet::new(),
         }
     }
@@ -243,6 +246,29 @@ impl Out {
             .push(Finding::broken(&self.check, id, level, side, obs));
     }
 
+    /// A break found by the record audit ([`Conv::audit`]): as [`Out::broken`], but kept
+    /// apart so that the report shows it once per clause.
+    fn flag(&mut self, id: &str, obs: impl Into<String>) {
+        if !self.broken.insert(id.to_owned()) {
+            return;
+        }
+        self.findings
+            .retain(|f| !(f.clause == id && f.verdict == super::report::Verdict::Pass));
+        let (level, side) = clause(id);
+        self.audit
+            .push(Finding::broken(&self.check, id, level, side, obs));
+    }
+
+    /// An observation of the record audit, kept once per clause like [`Out::flag`].
+    fn note(&mut self, id: &str, obs: impl Into<String>) {
+        if self.audit.iter().any(|f| f.clause == id) {
+            return;
+        }
+        let (level, side) = clause(id);
+        self.audit
+            .push(Finding::info(&self.check, id, level, side, obs));
+    }
+
     /// An observation.
     pub(crate) fn info(&mut self, id: &str, obs: impl Into<String>) {
         let (level, side) = clause(id);
@@ -265,9 +291,16 @@ impl Out {
         }
     }
 
-    /// The findings, in the order they were made.
+    /// The findings, in the order they were made, then the audit's.
     pub(crate) fn into_findings(self) -> Vec<Finding> {
-        self.findings
+        let mut f = self.findings;
+        f.extend(self.audit);
+        f
+    }
+
+    /// The check's own findings and the audit's, apart.
+    fn into_parts(self) -> (Vec<Finding>, Vec<Finding>) {
+        (self.findings, self.audit)
     }
 }
 
@@ -411,13 +444,23 @@ impl Conv {
     fn send(&mut self, bytes: &[u8]) -> u32 {
         self.finish_writer();
         self.mark += 1;
+        self.register_begins(bytes, self.mark);
+        self.write_now(bytes);
+        self.mark
+    }
+
+    /// Notes the BEGIN_REQUESTs in `bytes` as sent with send number `mark`.
+    fn register_begins(&mut self, bytes: &[u8], mark: u32) {
         for r in Records::new(bytes) {
             if r.header.record_type == RecordType::BEGIN_REQUEST && r.header.request_id != 0 {
-                self.begins.push((self.mark, r.header.request_id));
+                self.begins.push((mark, r.header.request_id));
             }
         }
+    }
+
+    fn write_now(&mut self, bytes: &[u8]) {
         if self.send_error.is_some() {
-            return self.mark;
+            return;
         }
         let remaining = self.remaining();
         if bytes.len() > ASYNC_SEND {
@@ -435,14 +478,16 @@ impl Conv {
                 self.send_error = Some(e.to_string());
             }
         }
-        self.mark
     }
 
     /// Sends `bytes` in pieces of `piece` bytes with a pause after every `every` pieces.
     fn send_trickle(&mut self, bytes: &[u8], piece: usize, every: usize, pause: Duration) -> u32 {
-        let from = self.mark + 1;
+        self.finish_writer();
+        self.mark += 1;
+        let from = self.mark;
+        self.register_begins(bytes, from);
         for (n, chunk) in bytes.chunks(piece.max(1)).enumerate() {
-            self.send(chunk);
+            self.write_now(chunk);
             if self.send_error.is_some() {
                 break;
             }
@@ -656,7 +701,7 @@ impl Conv {
             let h = r.rec.header;
             let (t, id, cl) = (h.record_type, h.request_id, r.rec.content.len());
             if h.version != 1 {
-                o.broken(
+                o.flag(
                     "FCGI-3.3-3",
                     format!(
                         "{t} record with version {} (FastCGI 1.0 is version 1)",
@@ -665,14 +710,14 @@ impl Conv {
                 );
             }
             if h.reserved != 0 {
-                o.info(
+                o.note(
                     "FCGI-AMB-1",
                     format!("reserved header byte 0x{:02x} in {t}", h.reserved),
                 );
             }
             let total = 8 + cl + usize::from(h.padding_length);
             if total % 8 != 0 {
-                o.broken(
+                o.flag(
                     "FCGI-3.3-7",
                     format!(
                         "{t} record of {total} bytes (content {cl}, padding {}) is not a multiple of 8",
@@ -681,22 +726,22 @@ impl Conv {
                 );
             }
             if t.is_from_web_server() {
-                o.broken(
+                o.flag(
                     "FCGI-A-1",
                     format!("the application sent {t}, a web-server type"),
                 );
                 continue;
             }
             if !t.is_known() {
-                o.info("FCGI-8-1", format!("{t} (request ID {id}) is not defined"));
+                o.note("FCGI-8-1", format!("{t} (request ID {id}) is not defined"));
                 continue;
             }
             if t.is_management() {
                 if id != 0 {
-                    o.broken("FCGI-A-2", format!("{t} with request ID {id}"));
+                    o.flag("FCGI-A-2", format!("{t} with request ID {id}"));
                 }
                 if t == RecordType::UNKNOWN_TYPE && cl != 8 {
-                    o.broken(
+                    o.flag(
                         "FCGI-4.2-2",
                         format!("UNKNOWN_TYPE content is {cl} bytes, not 8"),
                     );
@@ -704,7 +749,7 @@ impl Conv {
                 if t == RecordType::GET_VALUES_RESULT
                     && NameValues::new(&r.rec.content).any(|p| p.is_err())
                 {
-                    o.broken(
+                    o.flag(
                         "FCGI-3.4-1",
                         "GET_VALUES_RESULT holds a truncated name-value pair",
                     );
@@ -712,19 +757,19 @@ impl Conv {
                 continue;
             }
             if id == 0 {
-                o.broken("FCGI-A-2", format!("{t} with request ID 0"));
+                o.flag("FCGI-A-2", format!("{t} with request ID 0"));
                 continue;
             }
             let s = st.entry(id).or_default();
             if !s.active && !s.ended {
-                o.broken(
+                o.flag(
                     "FCGI-3.3-9",
                     format!("{t} for request {id}, which was never begun"),
                 );
                 continue;
             }
             if s.ended {
-                o.broken(
+                o.flag(
                     "FCGI-6.1-3",
                     format!("{t} for request {id} after its END_REQUEST"),
                 );
@@ -733,7 +778,7 @@ impl Conv {
             match t {
                 RecordType::STDOUT => {
                     if s.stdout_end {
-                        o.broken(
+                        o.flag(
                             "FCGI-3.3-16",
                             format!("STDOUT record for request {id} after its empty STDOUT"),
                         );
@@ -745,7 +790,7 @@ impl Conv {
                 }
                 RecordType::STDERR => {
                     if s.stderr_end {
-                        o.broken(
+                        o.flag(
                             "FCGI-3.3-16",
                             format!("STDERR record for request {id} after its empty STDERR"),
                         );
@@ -758,7 +803,7 @@ impl Conv {
                 _ => {
                     let c = &r.rec.content;
                     if h.version != 1 {
-                        o.broken(
+                        o.flag(
                             "FCGI-5.5-1",
                             format!(
                                 "END_REQUEST for request {id} has version {}: not a FastCGI 1.0 END_REQUEST",
@@ -767,47 +812,47 @@ impl Conv {
                         );
                     }
                     if cl != 8 {
-                        o.broken(
+                        o.flag(
                             "FCGI-5.5-2",
                             format!("END_REQUEST content is {cl} bytes, not 8"),
                         );
-                        o.broken(
+                        o.flag(
                             "FCGI-5.5-1",
                             format!("END_REQUEST for request {id} is malformed ({cl}-byte body)"),
                         );
                     } else if c.get(5..8).is_some_and(|b| b != [0, 0, 0]) {
-                        o.info(
+                        o.note(
                             "FCGI-AMB-1",
                             format!("END_REQUEST reserved bytes {:02x?}", c.get(5..8)),
                         );
                     }
                     let status = c.get(4).copied();
                     if status == Some(0) && !s.stdout_end {
-                        o.broken(
+                        o.flag(
                             "FCGI-6.1-7",
                             format!("request {id} completed without the empty STDOUT record"),
                         );
                     }
                     if s.stdout_data && !s.stdout_end {
-                        o.broken(
+                        o.flag(
                             "FCGI-3.3-16",
                             format!("STDOUT of request {id} not terminated before END_REQUEST"),
                         );
                     }
                     if s.stderr_data && !s.stderr_end {
-                        o.broken(
+                        o.flag(
                             "FCGI-3.3-16",
                             format!("STDERR of request {id} not terminated before END_REQUEST"),
                         );
-                        o.info(
+                        o.note(
                             "FCGI-6.1-6",
                             "STDERR data was sent, so its stream needs the empty record",
                         );
                     }
                     if status.is_some_and(|s| s > 3) {
-                        o.info(
+                        o.note(
                             "FCGI-5.5-4",
-                            format!("undefined protocolStatus {status:?} for request {id}"),
+                            format!("undefined protocolStatus {} for request {id}", opt(status)),
                         );
                     }
                     s.ended = true;
@@ -816,7 +861,7 @@ impl Conv {
             }
         }
         if self.eof && !self.inbuf.is_empty() {
-            o.info(
+            o.note(
                 "FCGI-3.3-2",
                 format!(
                     "the connection closed inside a record ({} bytes of it)",
@@ -825,6 +870,11 @@ impl Conv {
             );
         }
     }
+}
+
+/// An optional value for an observation: the value, or `none`.
+fn opt<T: fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "none".to_owned(), |v| v.to_string())
 }
 
 fn secs(d: Duration) -> String {
@@ -1108,6 +1158,30 @@ fn stream_cut(t: RecordType, id: u16, data: &[u8], cuts: &[usize], out: &mut Vec
         at = c;
     }
     encode_record(t, id, &[], out);
+}
+
+/// A PARAMS stream packed into records of at most 65535 bytes, cut only between pairs
+/// (a pair longer than a record is cut where it must be), then the terminator.
+fn stream_pairs(id: u16, pairs: &Pairs, out: &mut Vec<u8>) {
+    let mut record = Vec::new();
+    for (n, v) in pairs {
+        let mut pair = Vec::new();
+        encode_pair(n, v, &mut pair);
+        if !record.is_empty() && record.len() + pair.len() > 0xFFFF {
+            encode_record(RecordType::PARAMS, id, &record, out);
+            record.clear();
+        }
+        record.extend_from_slice(&pair);
+        while record.len() > 0xFFFF {
+            let rest = record.split_off(0xFFFF);
+            encode_record(RecordType::PARAMS, id, &record, out);
+            record = rest;
+        }
+    }
+    if !record.is_empty() {
+        encode_record(RecordType::PARAMS, id, &record, out);
+    }
+    encode_record(RecordType::PARAMS, id, &[], out);
 }
 
 /// `data` cut into exactly `pieces` non-empty parts (`pieces` ≤ `data.len()`).
@@ -1860,7 +1934,7 @@ fn unknown_type(ctx: &Ctx, o: &mut Out, t: u8, content: &[u8], pad: u8, then_req
             } else {
                 o.broken(
                     "FCGI-4.2-1",
-                    format!("UNKNOWN_TYPE names type {echoed:?}, not {t}"),
+                    format!("UNKNOWN_TYPE names type {}, not {t}", opt(echoed)),
                 );
             }
             if r.content.len() == 8 {
@@ -2204,23 +2278,30 @@ fn request_id_65535(ctx: &Ctx, o: &mut Out) {
 
 // --- padding and record boundaries ------------------------------------------------------------
 
-/// A POST whose records carry the given paddings, in order: BEGIN gets none; PARAMS is cut into
-/// `params_pieces` records, then its terminator; STDIN takes the rest (data records, then the
-/// terminator).
+/// A POST whose records carry the given paddings, in order: BEGIN gets none; PARAMS is cut
+/// into at most `params_pieces` records at pair boundaries (so that only padding is tested,
+/// not pairs split across records), then its terminator; STDIN takes the rest of the paddings
+/// (data records, then the terminator).
 fn padded_post(ctx: &Ctx, pads: &[u8], params_pieces: usize) -> Vec<u8> {
     let body = b"padding=0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUV";
-    let params = pairs_bytes(&ctx.params("POST", Some(body.len())));
+    let (params, offsets) = pairs_offsets(&ctx.params("POST", Some(body.len())));
+    let inner: Vec<usize> = offsets.into_iter().filter(|&o| o > 0).collect();
+    let pieces = params_pieces.clamp(1, inner.len() + 1);
+    let cuts: Vec<usize> = (1..pieces)
+        .filter_map(|i| inner.get(i * inner.len() / pieces))
+        .copied()
+        .collect();
     let mut pads = pads.iter().copied();
     let mut b = Vec::new();
     begin(1, 1, 0, &mut b);
-    for piece in split_exact(&params, params_pieces) {
-        raw(
-            RecordType::PARAMS,
-            1,
-            piece,
-            pads.next().unwrap_or(0),
-            &mut b,
-        );
+    let mut at = 0;
+    for c in cuts.into_iter().chain(std::iter::once(params.len())) {
+        if let Some(piece) = params.get(at..c)
+            && !piece.is_empty()
+        {
+            raw(RecordType::PARAMS, 1, piece, pads.next().unwrap_or(0), &mut b);
+        }
+        at = c;
     }
     raw(RecordType::PARAMS, 1, b"", pads.next().unwrap_or(0), &mut b);
     let rest: Vec<u8> = pads.collect();
@@ -2237,7 +2318,7 @@ fn padded_check(ctx: &Ctx, o: &mut Out, pads: &[u8], what: &str) {
     let Some(mut c) = ctx.open(o, Duration::ZERO) else {
         return;
     };
-    let from = c.send(&padded_post(ctx, pads, pads.len() / 2));
+    let from = c.send(&padded_post(ctx, pads, 16));
     let out = c.wait_end(1, from);
     if let Some(r) = answered(o, &c, 1, from, out, "FCGI-3.3-6", what) {
         same_status(o, "FCGI-3.3-6", &r, ctx.base_post, what);
@@ -2318,13 +2399,16 @@ fn padding_terminators(ctx: &Ctx, o: &mut Out) {
     c.audit(o);
 }
 
+/// Where to cut a PARAMS stream, given its bytes and the offset of each pair.
+type Cuts<'a> = &'a dyn Fn(&[u8], &[usize]) -> Vec<usize>;
+
 /// A GET whose PARAMS stream is cut as `cut` says.
 fn params_cut_check(
     ctx: &Ctx,
     o: &mut Out,
     clause: &str,
     what: &str,
-    cut: &dyn Fn(&[u8], &[usize]) -> Vec<usize>,
+    cut: Cuts<'_>,
 ) {
     let Some(mut c) = ctx.open(o, Duration::ZERO) else {
         return;
@@ -2554,7 +2638,7 @@ fn params_limit_check(ctx: &Ctx, o: &mut Out, p: &Pairs, what: &str) {
     };
     let mut b = Vec::new();
     begin(1, 1, 0, &mut b);
-    stream(RecordType::PARAMS, 1, &pairs_bytes(p), &mut b);
+    stream_pairs(1, p, &mut b);
     stream(RecordType::STDIN, 1, b"", &mut b);
     let from = c.send(&b);
     let out = c.wait_end(1, from);
@@ -2566,7 +2650,7 @@ fn params_limit_check(ctx: &Ctx, o: &mut Out, p: &Pairs, what: &str) {
         ),
         (Some(0), s) => o.info(
             "FCGI-AMB-5",
-            format!("{what}: answered with status {s:?} (a limit of the application?)"),
+            format!("{what}: answered with status {} (a limit of the application?)", opt(s)),
         ),
         (Some(p), _) => o.info(
             "FCGI-AMB-5",
@@ -2662,9 +2746,9 @@ fn params_empty(ctx: &Ctx, o: &mut Out) {
         Some(_) => o.pass(
             "FCGI-5.5-1",
             format!(
-                "a request with no params ended (protocolStatus {:?}, status {:?})",
-                r.protocol_status(),
-                r.status()
+                "a request with no params ended (protocolStatus {}, status {})",
+                opt(r.protocol_status()),
+                opt(r.status())
             ),
         ),
         None => o.broken(
@@ -2730,8 +2814,8 @@ fn params_oversize_length(ctx: &Ctx, o: &mut Out) {
     let r = c.resp(1, from);
     let what = match (r.protocol_status(), out) {
         (Some(s), _) => format!(
-            "ended the request (protocolStatus {s}, status {:?})",
-            r.status()
+            "ended the request (protocolStatus {s}, status {})",
+            opt(r.status())
         ),
         (None, Outcome::Eof) => "closed the connection".into(),
         (None, _) => format!("gave no answer within {}", secs(c.limit)),
@@ -3103,7 +3187,7 @@ fn unknown_role(ctx: &Ctx, o: &mut Out, role: u16) {
         ),
         Some(s) => o.broken(
             "FCGI-5.5-7",
-            format!("role {role}: END_REQUEST protocolStatus {s:?} instead of UNKNOWN_ROLE"),
+            format!("role {role}: END_REQUEST protocolStatus {} instead of UNKNOWN_ROLE", opt(s)),
         ),
         None => {
             o.broken(
@@ -3210,8 +3294,8 @@ fn authorizer_with(ctx: &Ctx, o: &mut Out, stdin: Option<&[u8]>) {
         o.info(
             "FCGI-6.3-4",
             format!(
-                "{label}: status {:?}, {head} Variable- header(s)",
-                r.status()
+                "{label}: status {}, {head} Variable- header(s)",
+                opt(r.status())
             ),
         );
         if head > 0 {
@@ -3260,7 +3344,7 @@ fn filter(ctx: &Ctx, o: &mut Out) {
     if let Some(r) = role_request(ctx, o, &b, "Filter", "FCGI-6.4-7") {
         o.pass(
             "FCGI-6.4-7",
-            format!("Filter request completed (status {:?})", r.status()),
+            format!("Filter request completed (status {})", opt(r.status())),
         );
     }
 }
@@ -3277,8 +3361,8 @@ fn filter_data_split(ctx: &Ctx, o: &mut Out) {
         o.pass(
             "FCGI-3.3-15",
             format!(
-                "DATA split into one-byte records accepted (status {:?})",
-                r.status()
+                "DATA split into one-byte records accepted (status {})",
+                opt(r.status())
             ),
         );
     }
@@ -3299,8 +3383,8 @@ fn abort_before_params(ctx: &Ctx, o: &mut Out) {
         Some(e) => o.pass(
             "FCGI-5.4-2",
             format!(
-                "ABORT_REQUEST right after BEGIN_REQUEST: END_REQUEST (protocolStatus {:?})",
-                e.status
+                "ABORT_REQUEST right after BEGIN_REQUEST: END_REQUEST (protocolStatus {})",
+                opt(e.status)
             ),
         ),
         None => o.broken(
@@ -3365,16 +3449,16 @@ fn abort_upload(ctx: &Ctx, o: &mut Out, c: &mut Conv, keep: bool) -> Option<bool
                 o.broken(
                     "FCGI-5.4-2",
                     format!(
-                        "END_REQUEST with protocolStatus {:?} after ABORT_REQUEST",
-                        e.status
+                        "END_REQUEST with protocolStatus {} after ABORT_REQUEST",
+                        opt(e.status)
                     ),
                 );
             }
             o.info(
                 "FCGI-5.4-3",
                 format!(
-                    "appStatus {:?}; whether work stopped cannot be seen from outside",
-                    e.app_status
+                    "appStatus {}; whether work stopped cannot be seen from outside",
+                    opt(e.app_status)
                 ),
             );
             Some(true)
@@ -3641,8 +3725,8 @@ fn reaction(ctx: &Ctx, o: &mut Out, b: &[u8]) -> Option<String> {
     let r = c.resp(1, from);
     let s = match (r.protocol_status(), out) {
         (Some(p), _) => format!(
-            "request answered (protocolStatus {p}, CGI status {:?})",
-            r.status()
+            "request answered (protocolStatus {p}, CGI status {})",
+            opt(r.status())
         ),
         (None, Outcome::Eof) => "the connection was closed".into(),
         (None, _) => format!("no answer within {}, connection open", secs(c.limit)),
@@ -4052,8 +4136,8 @@ fn concurrent_conns(ctx: &Ctx, o: &mut Out) {
     o.info(
         "FCGI-3.2-4",
         format!(
-            "{ok} of {k} concurrent connections served (FCGI_MAX_CONNS {:?})",
-            ctx.caps.max_conns
+            "{ok} of {k} concurrent connections served (FCGI_MAX_CONNS {})",
+            opt(ctx.caps.max_conns)
         ),
     );
 }
@@ -4065,7 +4149,6 @@ fn concurrent_conns(ctx: &Ctx, o: &mut Out) {
 pub fn probe(target: &Target, label: &str, opts: &Options) -> Report {
     let start = Instant::now();
     let mut ctx = Ctx::new(target.clone(), opts);
-    let mut findings = Vec::new();
     if let Err(e) = target.connect(opts.timeout) {
         let mut o = Out::new("connect");
         o.error("FCGI-3.2-1", format!("cannot connect to {target}: {e}"));
@@ -4075,15 +4158,16 @@ pub fn probe(target: &Target, label: &str, opts: &Options) -> Report {
             elapsed: start.elapsed(),
         };
     }
+    let mut merged = Merged::default();
     let mut o = Out::new("get-values");
     ctx.caps = get_values(&ctx, &mut o);
-    findings.extend(o.into_findings());
+    merged.add(o.into_parts());
     let mut o = Out::new("responder-get");
     ctx.base_get = responder_get(&ctx, &mut o);
-    findings.extend(o.into_findings());
+    merged.add(o.into_parts());
     let mut o = Out::new("responder-post");
     ctx.base_post = responder_post(&ctx, &mut o);
-    findings.extend(o.into_findings());
+    merged.add(o.into_parts());
 
     let workers = opts
         .concurrency
@@ -4097,33 +4181,68 @@ pub fn probe(target: &Target, label: &str, opts: &Options) -> Report {
     let (parallel, alone): (Vec<Check>, Vec<Check>) = CHECKS.iter().partition(|c| !c.solo);
     let mut results = run_parallel(&ctx, &parallel, workers);
     results.extend(run_parallel(&ctx, &alone, 1));
-    let mut by_slug: BTreeMap<&str, Vec<Finding>> = results.into_iter().collect();
+    let mut by_slug: BTreeMap<&str, (Vec<Finding>, Vec<Finding>)> = results.into_iter().collect();
     for check in CHECKS {
         match by_slug.remove(check.slug) {
-            Some(f) => findings.extend(f),
+            Some(parts) => merged.add(parts),
             None => {
                 let mut o = Out::new(check.slug);
                 o.error(
                     "FCGI-3.2-1",
                     "the check did not finish within its time limit",
                 );
-                findings.extend(o.into_findings());
+                merged.add(o.into_parts());
             }
         }
     }
     Report {
         target: label.to_owned(),
-        findings,
+        findings: merged.finish(),
         elapsed: start.elapsed(),
     }
 }
 
+/// The report's findings: each check's own, and the record audit's once per clause and
+/// verdict (the first check that saw it, with a count of the others).
+#[derive(Default)]
+struct Merged {
+    findings: Vec<Finding>,
+    seen: BTreeMap<(String, &'static str), (usize, usize)>,
+}
+
+impl Merged {
+    fn add(&mut self, (own, audit): (Vec<Finding>, Vec<Finding>)) {
+        self.findings.extend(own);
+        for f in audit {
+            let key = (f.clause.clone(), f.verdict.as_str());
+            match self.seen.get_mut(&key) {
+                Some((_, n)) => *n += 1,
+                None => {
+                    self.seen.insert(key, (self.findings.len(), 0));
+                    self.findings.push(f);
+                }
+            }
+        }
+    }
+
+    fn finish(mut self) -> Vec<Finding> {
+        for (at, n) in self.seen.into_values() {
+            if let Some(f) = self.findings.get_mut(at)
+                && n > 0
+            {
+                f.observation
+                    .push_str(&format!(" (and in {n} more check{})", if n == 1 { "" } else { "s" }));
+            }
+        }
+        self.findings
+    }
+}
+
+/// Findings of one check: its own and the audit's.
+type Parts = (Vec<Finding>, Vec<Finding>);
+
 /// Runs `checks` on `workers` threads; returns what finished, by slug.
-fn run_parallel(
-    ctx: &Arc<Ctx>,
-    checks: &[Check],
-    workers: usize,
-) -> Vec<(&'static str, Vec<Finding>)> {
+fn run_parallel(ctx: &Arc<Ctx>, checks: &[Check], workers: usize) -> Vec<(&'static str, Parts)> {
     let list: Arc<Vec<Check>> = Arc::new(checks.to_vec());
     let next = Arc::new(AtomicUsize::new(0));
     let (tx, rx) = mpsc::channel();
@@ -4137,10 +4256,10 @@ fn run_parallel(
                 };
                 let mut o = Out::new(check.slug);
                 (check.run)(&ctx, &mut o);
-                if o.findings.is_empty() {
+                if o.findings.is_empty() && o.audit.is_empty() {
                     o.info("FCGI-3.2-1", "the check made no observation");
                 }
-                if tx.send((check.slug, o.into_findings())).is_err() {
+                if tx.send((check.slug, o.into_parts())).is_err() {
                     break;
                 }
             }
@@ -4250,13 +4369,10 @@ mod tests {
             },
         );
         let pads: Vec<u8> = (0..64).collect();
-        let b = padded_post(&ctx, &pads, 32);
+        let b = padded_post(&ctx, &pads, 16);
         let seen: Vec<u8> = Records::new(&b)
             .skip(1)
-            .map(|r| {
-                let h = r.header.to_bytes();
-                h[6]
-            })
+            .map(|r| r.header.padding_length)
             .collect();
         assert_eq!(seen, pads);
     }
