@@ -195,6 +195,7 @@ fn redirect_template(req: &Request) -> Request {
     next.peer = req.peer.clone();
     next.tls = req.tls;
     next.params = req.params.clone();
+    next.stderr = req.stderr.clone();
     next.body = Body::empty_unframed();
     next
 }

@@ -60,6 +60,9 @@ pub struct Request {
     pub params: Vec<(Bytes, Bytes)>,
     /// Present when a local redirect produced this request.
     pub redirected: Option<Redirected>,
+    /// Where a backend may copy what a script writes on stderr, besides the log (the
+    /// FastCGI listener forwards it as FCGI_STDERR when configured).
+    pub stderr: Option<StderrSink>,
     /// The request body.
     pub body: Body,
 }
@@ -82,6 +85,7 @@ impl Request {
             tls: false,
             params: Vec::new(),
             redirected: None,
+            stderr: None,
             body: Body::empty_unframed(),
         }
     }
@@ -103,6 +107,29 @@ impl fmt::Debug for Request {
             .field("version", &self.version)
             .field("peer", &self.peer)
             .finish_non_exhaustive()
+    }
+}
+
+/// A place to copy a script's stderr to (cheap to clone; never blocks: what cannot be
+/// delivered at once is dropped, the log still has it).
+#[derive(Clone)]
+pub struct StderrSink(std::sync::Arc<dyn Fn(Bytes) + Send + Sync>);
+
+impl StderrSink {
+    /// A sink calling `f` with each piece of stderr output.
+    pub fn new(f: impl Fn(Bytes) + Send + Sync + 'static) -> StderrSink {
+        StderrSink(std::sync::Arc::new(f))
+    }
+
+    /// Hands `data` to the sink.
+    pub fn send(&self, data: Bytes) {
+        (self.0)(data)
+    }
+}
+
+impl fmt::Debug for StderrSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StderrSink")
     }
 }
 

@@ -59,7 +59,7 @@ use super::spool::{self, SpoolError, Spooled};
 use super::{BackendError, Reply, RouteMatch};
 use crate::config::{Cgi, HeaderPolicy};
 use crate::meta::{self, Script, ServerInfo};
-use crate::model::{Body, Request, Response};
+use crate::model::{Body, Request, Response, StderrSink};
 use crate::procs;
 use crate::rt::channel::{Receiver, Sender, bounded};
 use crate::rt::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
@@ -101,6 +101,7 @@ impl CgiBackend {
     /// head, [`BackendError::Timeout`] when it takes longer than `timeout` to send one.
     pub async fn call(&self, mut req: Request, m: &RouteMatch) -> Result<Reply, BackendError> {
         let settings = &self.settings;
+        let req_stderr = req.stderr.clone();
         // No queue: past the limit, answer 503 at once.
         let permit =
             Permit::try_acquire(&self.running, settings.max_concurrent).ok_or_else(|| {
@@ -213,7 +214,7 @@ impl CgiBackend {
             return Err(BackendError::Internal("no stdout pipe".into()));
         };
         if let Some(stderr) = stderr {
-            drop(rt::spawn(log_stderr(stderr, name.clone())));
+            drop(rt::spawn(log_stderr(stderr, name.clone(), req_stderr.clone())));
         }
         if let (Some(child_stdin), Some(input)) = (child_stdin, input) {
             drop(rt::spawn(feed_stdin(
@@ -867,7 +868,7 @@ async fn feed_stdin(mut stdin: ChildStdin, input: Input, stop: Receiver<()>, nam
 
 /// Logs the script's stderr line by line until it closes, so a chatty script never
 /// blocks on a full pipe.
-async fn log_stderr(mut stderr: ChildStderr, name: Arc<str>) {
+async fn log_stderr(mut stderr: ChildStderr, name: Arc<str>, sink: Option<StderrSink>) {
     let mut pending: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 8192];
     loop {
@@ -878,6 +879,9 @@ async fn log_stderr(mut stderr: ChildStderr, name: Arc<str>) {
             Err(_) => break,
         };
         pending.extend_from_slice(buf.get(..n).unwrap_or_default());
+        if let Some(sink) = &sink {
+            sink.send(Bytes::copy_from_slice(buf.get(..n).unwrap_or_default()));
+        }
         while let Some(i) = pending.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = pending.drain(..=i).collect();
             log_line(&name, &line);

@@ -453,7 +453,17 @@ fn start(
             },
         ),
     };
-    let req = request_from_params(params, ctx.local.clone(), ctx.peer.clone(), body);
+    let mut req = request_from_params(params, ctx.local.clone(), ctx.peer.clone(), body);
+    if ctx.settings.stderr
+        && let Ok(r) = req.as_mut()
+    {
+        // Scripts' stderr also goes to the web server as FCGI_STDERR (FCGI-6.2-5); a
+        // full queue drops it rather than stall the script (the log has it).
+        let tx = cmd_tx.clone();
+        r.stderr = Some(crate::model::StderrSink::new(move |b| {
+            let _ = tx.try_send(Cmd::Stderr(id, b));
+        }));
+    }
     let (trigger, abort) = rt::shutdown_pair();
     slot.abort = Some(trigger);
     let dispatcher = ctx.dispatcher.clone();

@@ -225,6 +225,7 @@ async fn handle(
         tls: false,
         params: Vec::new(),
         redirected: None,
+        stderr: None,
         body,
     };
     dispatcher.dispatch(req).await

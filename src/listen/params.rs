@@ -134,6 +134,7 @@ pub fn request_from_params(
         tls,
         params,
         redirected: None,
+        stderr: None,
         body,
     })
 }
