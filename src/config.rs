@@ -1415,3 +1415,130 @@ fn line_at(text: &str, offset: usize) -> usize {
     text.get(..offset)
         .map_or(1, |t| t.bytes().filter(|&b| b == b'\n').count() + 1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str, overrides: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, text).unwrap();
+        load(&Sources {
+            file: Some(f),
+            env: false,
+            overrides: overrides
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            listen: None,
+        })
+    }
+
+    const MIN: &str = "[[listen]]\naddress = \"127.0.0.1:0\"\n";
+
+    #[test]
+    fn built_in_default_is_valid() {
+        let c = load(&Sources::default()).unwrap();
+        assert_eq!(c.listeners.len(), 1);
+        assert_eq!(c.routes.len(), 4);
+        assert_eq!(c.http.max_header_bytes, 16 * 1024);
+        assert_eq!(c.server.grace, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("1MB"), Ok(1_000_000));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("99999999999999999999GiB").is_err());
+    }
+
+    #[test]
+    fn errors_name_key_and_line() {
+        let e = load_text(&format!("{MIN}[[route]]\nprefix = \"/x/\"\ncgi = {{ root = \"/tmp\", max_concurrent = 0 }}\n"), &[]).unwrap_err();
+        assert_eq!(e.0[0].key, "route[0].cgi.max_concurrent");
+        assert_eq!(e.0[0].line, Some(5));
+        let e = load_text(
+            &format!("{MIN}[[route]]\nprefix = \"x\"\nhandler = \"echo\"\n"),
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.0[0].key.as_str(), e.0[0].line),
+            ("route[0].prefix", Some(4))
+        );
+        let e = load_text("[[listen]]\naddress = \"nowhere\"\n", &[]).unwrap_err();
+        assert_eq!(
+            (e.0[0].key.as_str(), e.0[0].line),
+            ("listen[0].address", Some(2))
+        );
+        let e = load_text("[server\n", &[]).unwrap_err();
+        assert!(e.0[0].message.starts_with("TOML syntax"), "{e}");
+        assert_eq!(e.0[0].line, Some(1));
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once() {
+        let e = load_text(
+            &format!(
+                "[http]\nidle_timeout = \"x\"\nmax_headers = 0\n{MIN}[[route]]\nprefix = \"/a/\"\n"
+            ),
+            &[],
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = e.0.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            vec!["http.max_headers", "http.idle_timeout", "route[0]"]
+        );
+    }
+
+    #[test]
+    fn gateway_routes_are_checked() {
+        let e = load_text(
+            &format!("{MIN}[[route]]\nsuffix = \".php\"\nfastcgi = {{ }}\n"),
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e.0[0].key, "route[0].fastcgi");
+        let e = load_text(
+            &format!("{MIN}[[route]]\nprefix = \"/s/\"\nscgi = {{ command = [\"x\"] }}\n"),
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e.0[0].key, "route[0].scgi.command");
+        let e = load_text(
+            &format!("{MIN}[[route]]\nprefix = \"/p/\"\nfastcgi = {{ command = [\"php-cgi\"], mode = \"dynamic\", processes = 2, max_spare = 5 }}\n"),
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e.0[0].key, "route[0].fastcgi.max_spare");
+        let c = load_text(
+            &format!("{MIN}[[route]]\nsuffix = \".php\"\nfastcgi = {{ upstreams = [\"127.0.0.1:9000\", \"unix:/run/php.sock\"], read_timeout = \"2s\" }}\n"),
+            &[],
+        )
+        .unwrap();
+        let Target::Fastcgi(g) = &c.routes[0].target else {
+            panic!()
+        };
+        assert_eq!(g.upstreams.len(), 2);
+        assert_eq!(g.read_timeout, Duration::from_secs(2));
+        assert_eq!(g.max_conns, 16);
+    }
+
+    #[test]
+    fn command_line_overrides_win() {
+        let c = load_text(
+            &format!("[server]\nname = \"file\"\n{MIN}"),
+            &[("server.name", "flag")],
+        )
+        .unwrap();
+        assert_eq!(c.server.name, "flag");
+    }
+}
