@@ -1234,9 +1234,21 @@ fn answered(
             None
         }
         Some(Some(s)) => {
+            // A plain request rejected: the clause under test, unless that is the plain
+            // request itself, whose rejection breaks FCGI-6.2-7.
+            let clause = if clause == "FCGI-5.5-1" {
+                "FCGI-6.2-7"
+            } else {
+                clause
+            };
+            let name = match s {
+                1 => " (CANT_MPX_CONN)",
+                3 => " (UNKNOWN_ROLE)",
+                _ => "",
+            };
             o.broken(
-                "FCGI-6.2-7",
-                format!("{what}: END_REQUEST protocolStatus {s} instead of REQUEST_COMPLETE"),
+                clause,
+                format!("{what}: END_REQUEST protocolStatus {s}{name} instead of REQUEST_COMPLETE"),
             );
             None
         }
@@ -2299,7 +2311,13 @@ fn padded_post(ctx: &Ctx, pads: &[u8], params_pieces: usize) -> Vec<u8> {
         if let Some(piece) = params.get(at..c)
             && !piece.is_empty()
         {
-            raw(RecordType::PARAMS, 1, piece, pads.next().unwrap_or(0), &mut b);
+            raw(
+                RecordType::PARAMS,
+                1,
+                piece,
+                pads.next().unwrap_or(0),
+                &mut b,
+            );
         }
         at = c;
     }
@@ -2403,13 +2421,7 @@ fn padding_terminators(ctx: &Ctx, o: &mut Out) {
 type Cuts<'a> = &'a dyn Fn(&[u8], &[usize]) -> Vec<usize>;
 
 /// A GET whose PARAMS stream is cut as `cut` says.
-fn params_cut_check(
-    ctx: &Ctx,
-    o: &mut Out,
-    clause: &str,
-    what: &str,
-    cut: Cuts<'_>,
-) {
+fn params_cut_check(ctx: &Ctx, o: &mut Out, clause: &str, what: &str, cut: Cuts<'_>) {
     let Some(mut c) = ctx.open(o, Duration::ZERO) else {
         return;
     };
@@ -2650,7 +2662,10 @@ fn params_limit_check(ctx: &Ctx, o: &mut Out, p: &Pairs, what: &str) {
         ),
         (Some(0), s) => o.info(
             "FCGI-AMB-5",
-            format!("{what}: answered with status {} (a limit of the application?)", opt(s)),
+            format!(
+                "{what}: answered with status {} (a limit of the application?)",
+                opt(s)
+            ),
         ),
         (Some(p), _) => o.info(
             "FCGI-AMB-5",
@@ -3187,7 +3202,10 @@ fn unknown_role(ctx: &Ctx, o: &mut Out, role: u16) {
         ),
         Some(s) => o.broken(
             "FCGI-5.5-7",
-            format!("role {role}: END_REQUEST protocolStatus {} instead of UNKNOWN_ROLE", opt(s)),
+            format!(
+                "role {role}: END_REQUEST protocolStatus {} instead of UNKNOWN_ROLE",
+                opt(s)
+            ),
         ),
         None => {
             o.broken(
@@ -3681,34 +3699,41 @@ fn inactive_id_after_end(ctx: &Ctx, o: &mut Out) {
         c.audit(o);
         return;
     }
+    // A second KEEP_CONN request first, so that a close below is about the late records.
+    let from = c.send(&ctx.get(2, true));
+    let out = c.wait_end(2, from);
+    if answered_again(o, &c, 2, from, out, "FCGI-5.5-1", "request 2").is_none() {
+        c.audit(o);
+        return;
+    }
     let mut b = Vec::new();
     encode_record(RecordType::STDIN, 1, b"late", &mut b);
     encode_record(RecordType::STDIN, 1, b"", &mut b);
     client::encode_abort(1, &mut b);
-    b.extend_from_slice(&ctx.get(2, false));
+    b.extend_from_slice(&ctx.get(3, false));
     let from = c.send(&b);
-    let out = c.wait_end(2, from);
+    let out = c.wait_end(3, from);
     if c.count_for(1, from) > 0 {
         o.broken(
             "FCGI-3.3-10",
             "answered STDIN/ABORT for request 1 after its END_REQUEST",
         );
     }
-    if let Some(r) = answered_again(
+    if let Some(r) = answered(
         o,
         &c,
-        2,
+        3,
         from,
         out,
         "FCGI-3.3-10",
-        "request 2 after late records for ended request 1",
+        "request 3 after late STDIN and ABORT for ended request 1",
     ) {
         same_status(
             o,
             "FCGI-3.3-10",
             &r,
             ctx.base_get,
-            "request 2 after late STDIN and ABORT for request 1",
+            "request 3 after late STDIN and ABORT for request 1",
         );
         o.info("FCGI-AMB-16", "late STDIN for an ended request was ignored");
     }
@@ -4230,8 +4255,10 @@ impl Merged {
             if let Some(f) = self.findings.get_mut(at)
                 && n > 0
             {
-                f.observation
-                    .push_str(&format!(" (and in {n} more check{})", if n == 1 { "" } else { "s" }));
+                f.observation.push_str(&format!(
+                    " (and in {n} more check{})",
+                    if n == 1 { "" } else { "s" }
+                ));
             }
         }
         self.findings

@@ -759,11 +759,8 @@ impl Observer {
     fn protocol_error(&mut self, e: proto::fastcgi::Error) {
         self.closed_by_us = true;
         self.out.info(
-            "FCGI-AMB-2",
-            format!(
-                "protocol error ({}: {e}); portico closed the connection",
-                e.clause()
-            ),
+            e.clause(),
+            format!("protocol error ({e}): portico, a strict application, closed the connection"),
         );
     }
 
@@ -785,6 +782,8 @@ impl Observer {
             let title = r.title(conn);
             let f = std::mem::replace(&mut r.out, Out::new("done")).into_findings();
             self.done.push((title, f));
+            // A request cut short counts towards --requests as well.
+            sh.served_one();
         }
         self.publish_done(sh);
         let how = if peer_closed && !self.closed_by_us {
