@@ -171,7 +171,16 @@ fn serve(args: ServeArgs, registry: Registry) -> ExitCode {
             }
         }
     }
-    match rt::block_on(server::run(cfg, &registry)) {
+    let fd0 = matches!(cfg.listeners.first().map(|l| &l.address), Some(crate::addr::Address::Inherited(crate::addr::Inherited::Fd(0))));
+    let again = src.clone();
+    let reload: server::Reload = Box::new(move || {
+        let mut c = config::load(&again).map_err(|e| e.to_string())?;
+        if fd0 {
+            c.listeners.clear();
+        }
+        Ok(c)
+    });
+    match rt::block_on(server::run_with_reload(cfg, &registry, Some(reload))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             print_error(&e);

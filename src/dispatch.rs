@@ -39,8 +39,14 @@ pub enum AccessSink {
     File(Mutex<File>),
 }
 
-/// Routes requests to backends.
+/// Routes requests to backends. The route table can be replaced while requests are in
+/// flight (reload): each request keeps the table it started with.
 pub struct Dispatcher {
+    current: std::sync::RwLock<Arc<Table>>,
+}
+
+/// One configuration's routes and backends.
+struct Table {
     router: Router,
     routes: Vec<RouteEntry>,
     stats: Arc<Stats>,
@@ -58,28 +64,63 @@ impl Dispatcher {
         access: AccessSink,
     ) -> Dispatcher {
         Dispatcher {
-            router,
-            routes,
-            stats,
-            max_redirects,
-            access: Arc::new(access),
+            current: std::sync::RwLock::new(Arc::new(Table {
+                router,
+                routes,
+                stats,
+                max_redirects,
+                access: Arc::new(access),
+            })),
+        }
+    }
+
+    fn table(&self) -> Arc<Table> {
+        match self.current.read() {
+            Ok(t) => t.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
     /// The counters.
-    pub fn stats(&self) -> &Arc<Stats> {
-        &self.stats
+    pub fn stats(&self) -> Arc<Stats> {
+        self.table().stats.clone()
     }
 
     /// Stops what the backends run (managed FastCGI children), gracefully.
     pub async fn shutdown(&self) {
+        self.table().shutdown().await;
+    }
+
+    /// Takes over `next`'s routes for new requests (reload). Requests in flight finish on
+    /// the old table; once the last has, its backends are shut down (managed children
+    /// drained), within `grace` at most.
+    pub async fn replace(&self, next: Dispatcher, grace: std::time::Duration) {
+        let next = next.table();
+        let old = match self.current.write() {
+            Ok(mut t) => std::mem::replace(&mut *t, next),
+            Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), next),
+        };
+        let end = Instant::now() + grace;
+        while Arc::strong_count(&old) > 1 && Instant::now() < end {
+            crate::rt::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        old.shutdown().await;
+    }
+
+    /// Serves one request; never fails: errors become error responses.
+    pub async fn dispatch(&self, req: Request) -> Response {
+        self.table().dispatch(req).await
+    }
+}
+
+impl Table {
+    async fn shutdown(&self) {
         for r in &self.routes {
             r.backend.shutdown().await;
         }
     }
 
-    /// Serves one request; never fails: errors become error responses.
-    pub async fn dispatch(&self, req: Request) -> Response {
+    async fn dispatch(&self, req: Request) -> Response {
         let start = Instant::now();
         self.stats.in_flight.fetch_add(1, Relaxed);
         let log = LogLine::of(&req);

@@ -308,8 +308,24 @@ fn protocol_name(p: Protocol) -> &'static str {
     }
 }
 
-/// Runs the server until SIGTERM or SIGINT, then shuts down gracefully.
+/// Runs the server until SIGTERM or SIGINT, then shuts down gracefully. SIGHUP is
+/// logged and ignored (see [`run_with_reload`]).
 pub async fn run(config: Config, registry: &Registry) -> Result<(), ServerError> {
+    run_with_reload(config, registry, None).await
+}
+
+/// Re-reads the configuration on SIGHUP.
+pub type Reload = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
+
+/// Runs the server until SIGTERM or SIGINT; on SIGHUP, `reload` (when given) reads the
+/// configuration again and new requests use its routes and backends, while requests in
+/// flight finish on the old ones, whose managed children are then drained. Listeners
+/// are not rebound on reload (a changed `[[listen]]` needs a restart).
+pub async fn run_with_reload(
+    config: Config,
+    registry: &Registry,
+    reload: Option<Reload>,
+) -> Result<(), ServerError> {
     let mut signals = rt::signals().map_err(ServerError::Signals)?;
     let running = start(config, registry).await?;
     for a in &running.addresses {
@@ -319,9 +335,27 @@ pub async fn run(config: Config, registry: &Registry) -> Result<(), ServerError>
     use rt::StreamExt;
     while let Some(sig) = signals.next().await {
         match sig {
-            Ok(rt::Signal::Hup) => {
-                log::warn!(target: "portico::server", "SIGHUP: reload is not supported yet; restart to apply a new config");
-            }
+            Ok(rt::Signal::Hup) => match &reload {
+                None => log::warn!(target: "portico::server", "SIGHUP: this program does not reload; restart to apply a new config"),
+                Some(reload) => match reload() {
+                    Err(e) => log::error!(target: "portico::server", "SIGHUP: configuration not reloaded:\n{e}"),
+                    Ok(cfg) => {
+                        let shown = running.addresses.iter().map(|a| format!("{a}")).collect();
+                        match dispatcher(&cfg, registry, shown) {
+                            Err(e) => log::error!(target: "portico::server", "SIGHUP: configuration not reloaded: {e}"),
+                            Ok(next) => {
+                                log::info!(target: "portico::server", "SIGHUP: configuration reloaded ({} routes)", cfg.routes.len());
+                                let current = running.dispatcher.clone();
+                                let grace = cfg.server.grace;
+                                let next = Arc::try_unwrap(next).ok();
+                                if let Some(next) = next {
+                                    drop(rt::spawn(async move { current.replace(next, grace).await }));
+                                }
+                            }
+                        }
+                    }
+                },
+            },
             Ok(s) => {
                 log::info!(target: "portico::server", "{s:?}: shutting down");
                 break;
