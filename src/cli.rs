@@ -171,7 +171,12 @@ fn serve(args: ServeArgs, registry: Registry) -> ExitCode {
             }
         }
     }
-    let fd0 = matches!(cfg.listeners.first().map(|l| &l.address), Some(crate::addr::Address::Inherited(crate::addr::Inherited::Fd(0))));
+    let fd0 = matches!(
+        cfg.listeners.first().map(|l| &l.address),
+        Some(crate::addr::Address::Inherited(crate::addr::Inherited::Fd(
+            0
+        )))
+    );
     let again = src.clone();
     let reload: server::Reload = Box::new(move || {
         let mut c = config::load(&again).map_err(|e| e.to_string())?;

@@ -336,20 +336,28 @@ pub async fn run_with_reload(
     while let Some(sig) = signals.next().await {
         match sig {
             Ok(rt::Signal::Hup) => match &reload {
-                None => log::warn!(target: "portico::server", "SIGHUP: this program does not reload; restart to apply a new config"),
+                None => {
+                    log::warn!(target: "portico::server", "SIGHUP: this program does not reload; restart to apply a new config")
+                }
                 Some(reload) => match reload() {
-                    Err(e) => log::error!(target: "portico::server", "SIGHUP: configuration not reloaded:\n{e}"),
+                    Err(e) => {
+                        log::error!(target: "portico::server", "SIGHUP: configuration not reloaded:\n{e}")
+                    }
                     Ok(cfg) => {
-                        let shown = running.addresses.iter().map(|a| format!("{a}")).collect();
+                        let shown = running.addresses.clone();
                         match dispatcher(&cfg, registry, shown) {
-                            Err(e) => log::error!(target: "portico::server", "SIGHUP: configuration not reloaded: {e}"),
+                            Err(e) => {
+                                log::error!(target: "portico::server", "SIGHUP: configuration not reloaded: {e}")
+                            }
                             Ok(next) => {
                                 log::info!(target: "portico::server", "SIGHUP: configuration reloaded ({} routes)", cfg.routes.len());
                                 let current = running.dispatcher.clone();
                                 let grace = cfg.server.grace;
                                 let next = Arc::try_unwrap(next).ok();
                                 if let Some(next) = next {
-                                    drop(rt::spawn(async move { current.replace(next, grace).await }));
+                                    drop(rt::spawn(
+                                        async move { current.replace(next, grace).await },
+                                    ));
                                 }
                             }
                         }

@@ -698,14 +698,25 @@ fn fcgi_3_2_2_web_server_addrs_limits_peers() {
 
 #[test]
 fn fcgi_6_2_5_script_stderr_forwarded_when_asked() {
-    let p = Portico::start(&CGI_CONFIG.replace("[fastcgi]\nmax_reqs = 3", "[fastcgi]\nstderr = true"));
+    let p =
+        Portico::start(&CGI_CONFIG.replace("[fastcgi]\nmax_reqs = 3", "[fastcgi]\nstderr = true"));
     let fa = support::addresses(&p, 1)[0].clone();
     let mut s = connect(&fa);
     let mut out = Vec::new();
-    fcgi_request(1, false, &fcgi_params("GET", "/cgi-bin/stderr.cgi?fwd7", None), b"", &mut out);
+    fcgi_request(
+        1,
+        false,
+        &fcgi_params("GET", "/cgi-bin/stderr.cgi?fwd7", None),
+        b"",
+        &mut out,
+    );
     s.write_all(&out).unwrap();
     let (res, _) = fcgi_collect(&mut s, &[1]);
     let err = String::from_utf8_lossy(&res[&1].stderr).into_owned();
-    assert!(err.contains("first line fwd7"), "{}", &err[..err.len().min(200)]);
+    assert!(
+        err.contains("first line fwd7"),
+        "{}",
+        &err[..err.len().min(200)]
+    );
     assert!(res[&1].text().ends_with("done\n"));
 }

@@ -323,17 +323,29 @@ fn sighup_reloads_routes_without_dropping_listeners() {
     assert_eq!(p.get("/later").status, 404);
     let cfg = p.dir().join("portico.toml");
     let text = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(&cfg, format!("{text}\n[[route]]\nprefix = \"/later\"\nhandler = \"echo\"\n")).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("{text}\n[[route]]\nprefix = \"/later\"\nhandler = \"echo\"\n"),
+    )
+    .unwrap();
     unsafe {
         libc::kill(p.pid(), libc::SIGHUP);
     }
-    assert!(p.wait_log("configuration reloaded", Duration::from_secs(5)), "{}", p.log());
+    assert!(
+        p.wait_log("configuration reloaded", Duration::from_secs(5)),
+        "{}",
+        p.log()
+    );
     assert_eq!(p.get("/later/x").status, 200);
     // A broken file is refused and the running routes stay.
     std::fs::write(&cfg, "[[route]]\nprefix = \"nope\"\n").unwrap();
     unsafe {
         libc::kill(p.pid(), libc::SIGHUP);
     }
-    assert!(p.wait_log("configuration not reloaded", Duration::from_secs(5)), "{}", p.log());
+    assert!(
+        p.wait_log("configuration not reloaded", Duration::from_secs(5)),
+        "{}",
+        p.log()
+    );
     assert_eq!(p.get("/later/x").status, 200);
 }

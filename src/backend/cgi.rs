@@ -214,7 +214,11 @@ impl CgiBackend {
             return Err(BackendError::Internal("no stdout pipe".into()));
         };
         if let Some(stderr) = stderr {
-            drop(rt::spawn(log_stderr(stderr, name.clone(), req_stderr.clone())));
+            drop(rt::spawn(log_stderr(
+                stderr,
+                name.clone(),
+                req_stderr.clone(),
+            )));
         }
         if let (Some(child_stdin), Some(input)) = (child_stdin, input) {
             drop(rt::spawn(feed_stdin(
