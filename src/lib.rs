@@ -19,3 +19,4 @@ pub mod route;
 pub mod rt;
 pub mod server;
 pub mod stats;
+pub mod text;

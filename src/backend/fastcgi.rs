@@ -259,31 +259,13 @@ impl FastcgiBackend {
         ups: &Arc<Vec<Arc<FcgiUpstream>>>,
     ) -> Result<(Arc<FcgiUpstream>, FcgiClient, rt::SemaphoreGuardArc), BackendError> {
         let plain: Vec<&Upstream> = ups.iter().map(|u| &u.up).collect();
-        let order = order_refs(&plain);
+        let order = gateway::order(&plain);
         let mut last_err = None;
         for i in order {
             let Some(u) = ups.get(i) else { continue };
-            let permit = match u.up.permits.try_acquire_arc() {
-                Some(p) => p,
-                None => {
-                    self.stats.queued.fetch_add(1, Relaxed);
-                    let q = self.stats.queued.load(Relaxed);
-                    self.stats.max_queued.fetch_max(q, Relaxed);
-                    let waited =
-                        rt::timeout(self.settings.queue_timeout, u.up.permits.acquire_arc()).await;
-                    self.stats.queued.fetch_sub(1, Relaxed);
-                    match waited {
-                        Ok(p) => p,
-                        Err(rt::Elapsed) => {
-                            self.stats.rejected.fetch_add(1, Relaxed);
-                            return Err(BackendError::Busy(format!(
-                                "every connection to {} stayed busy for {:?} (queue_timeout)",
-                                u.up.addr, self.settings.queue_timeout
-                            )));
-                        }
-                    }
-                }
-            };
+            let permit =
+                u.up.acquire(self.settings.queue_timeout, &self.stats)
+                    .await?;
             let idle = u.idle.lock().ok().and_then(|mut v| v.pop());
             if let Some(c) = idle {
                 return Ok((u.clone(), c, permit));
@@ -298,13 +280,6 @@ impl FastcgiBackend {
         }
         Err(last_err.unwrap_or_else(|| BackendError::BadGateway("no upstream configured".into())))
     }
-}
-
-fn order_refs(ups: &[&Upstream]) -> Vec<usize> {
-    let now = Instant::now();
-    let mut idx: Vec<usize> = (0..ups.len()).collect();
-    idx.sort_by_key(|&i| (ups[i].is_down(now), ups[i].in_flight.load(Relaxed)));
-    idx
 }
 
 /// How one exchange on one connection ended.

@@ -458,6 +458,29 @@ impl Upstream {
         }
     }
 
+    /// A connection slot, waiting at most `queue_timeout` while every slot is busy (503
+    /// past it: a long-standing php-fpm complaint is requests that hang instead).
+    pub(crate) async fn acquire(
+        &self,
+        queue_timeout: Duration,
+        stats: &crate::stats::PoolStats,
+    ) -> Result<rt::SemaphoreGuardArc, BackendError> {
+        if let Some(p) = self.permits.try_acquire_arc() {
+            return Ok(p);
+        }
+        let q = stats.queued.fetch_add(1, Relaxed) + 1;
+        stats.max_queued.fetch_max(q, Relaxed);
+        let waited = rt::timeout(queue_timeout, self.permits.acquire_arc()).await;
+        stats.queued.fetch_sub(1, Relaxed);
+        waited.map_err(|rt::Elapsed| {
+            stats.rejected.fetch_add(1, Relaxed);
+            BackendError::Busy(format!(
+                "every connection to {} stayed busy for {queue_timeout:?} (queue_timeout)",
+                self.addr
+            ))
+        })
+    }
+
     /// Connects within `timeout`.
     pub(crate) async fn connect(&self, timeout: Duration) -> Result<rt::Connection, BackendError> {
         let fut = async {
@@ -484,7 +507,7 @@ impl Upstream {
 /// The upstreams to try for one request, least in-flight first, those marked down last
 /// (so that a request still goes somewhere when every upstream is down: that is how
 /// an upstream comes back).
-pub(crate) fn order(upstreams: &[Upstream]) -> Vec<usize> {
+pub(crate) fn order(upstreams: &[&Upstream]) -> Vec<usize> {
     let now = Instant::now();
     let mut idx: Vec<usize> = (0..upstreams.len()).collect();
     idx.sort_by_key(|&i| {
@@ -508,10 +531,11 @@ mod tests {
         ups[0].in_flight.store(2, Relaxed);
         ups[1].in_flight.store(1, Relaxed);
         ups[2].in_flight.store(0, Relaxed);
-        assert_eq!(order(&ups), vec![2, 1, 0]);
+        let refs: Vec<&Upstream> = ups.iter().collect();
+        assert_eq!(order(&refs), vec![2, 1, 0]);
         ups[2].mark_down(Duration::from_secs(5), "test");
-        assert_eq!(order(&ups), vec![1, 0, 2]);
+        assert_eq!(order(&refs), vec![1, 0, 2]);
         ups[2].mark_up();
-        assert_eq!(order(&ups), vec![2, 1, 0]);
+        assert_eq!(order(&refs), vec![2, 1, 0]);
     }
 }

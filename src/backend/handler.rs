@@ -169,10 +169,10 @@ impl Handler for Landing {
         let mut html = String::from(
             "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>portico</title></head>\n<body>\n",
         );
-        let _ = writeln!(html, "<h1>{}</h1>", escape(&v.software));
+        let _ = writeln!(html, "<h1>{}</h1>", crate::text::markup(&v.software));
         html.push_str("<h2>Listeners</h2>\n<ul>\n");
         for l in &v.listeners {
-            let _ = writeln!(html, "<li><code>{}</code></li>", escape(l));
+            let _ = writeln!(html, "<li><code>{}</code></li>", crate::text::markup(l));
         }
         html.push_str("</ul>\n<h2>Routes</h2>\n<table>\n<tr><th>route</th><th>backend</th></tr>\n");
         for (_, matcher, backend) in &v.routes {
@@ -180,13 +180,17 @@ impl Handler for Landing {
                 .strip_prefix("prefix ")
                 .or_else(|| matcher.strip_prefix("exact "));
             let shown = match link {
-                Some(p) => format!("<a href=\"{0}\">{1}</a>", escape(p), escape(matcher)),
-                None => escape(matcher),
+                Some(p) => format!(
+                    "<a href=\"{0}\">{1}</a>",
+                    crate::text::markup(p),
+                    crate::text::markup(matcher)
+                ),
+                None => crate::text::markup(matcher),
             };
             let _ = writeln!(
                 html,
                 "<tr><td>{shown}</td><td>{}</td></tr>",
-                escape(backend)
+                crate::text::markup(backend)
             );
         }
         html.push_str("</table>\n</body></html>\n");
@@ -250,7 +254,7 @@ fn json(s: &Stats) -> Bytes {
             o,
             "{}{{\"name\":{},\"requests\":{},\"in_flight\":{},\"status\":{{\"1xx\":{},\"2xx\":{},\"3xx\":{},\"4xx\":{},\"5xx\":{}}},\"latency_avg_ms\":{:.3},\"latency_max_ms\":{:.3}}}",
             if i > 0 { "," } else { "" },
-            json_str(&r.name),
+            crate::text::json_str(&r.name),
             n,
             r.in_flight.load(Relaxed),
             r.by_class[0].load(Relaxed),
@@ -273,8 +277,8 @@ fn json(s: &Stats) -> Bytes {
             o,
             "{}{{\"name\":{},\"kind\":{},\"accepted\":{},\"in_flight\":{},\"listen_queue\":{},\"max_listen_queue\":{},\"idle\":{},\"busy\":{},\"max_children_reached\":{},\"slow_requests\":{},\"rejected\":{},\"failed\":{},\"spawned\":{},\"crashed\":{},\"recycled\":{}}}",
             if i > 0 { "," } else { "" },
-            json_str(&p.name),
-            json_str(&p.kind),
+            crate::text::json_str(&p.name),
+            crate::text::json_str(&p.kind),
             p.accepted.load(Relaxed),
             p.in_flight.load(Relaxed),
             p.queued.load(Relaxed),
@@ -327,7 +331,7 @@ fn prometheus_text(s: &Stats) -> Bytes {
             let _ = writeln!(
                 o,
                 "portico_route_requests_total{{route={},status=\"{class}\"}} {}",
-                json_str(&r.name),
+                crate::text::json_str(&r.name),
                 r.by_class[i].load(Relaxed)
             );
         }
@@ -337,7 +341,7 @@ fn prometheus_text(s: &Stats) -> Bytes {
         let _ = writeln!(
             o,
             "portico_route_in_flight{{route={}}} {}",
-            json_str(&r.name),
+            crate::text::json_str(&r.name),
             r.in_flight.load(Relaxed)
         );
     }
@@ -346,7 +350,7 @@ fn prometheus_text(s: &Stats) -> Bytes {
         let _ = writeln!(
             o,
             "portico_route_latency_seconds_sum{{route={}}} {:.6}",
-            json_str(&r.name),
+            crate::text::json_str(&r.name),
             r.latency_us_sum.load(Relaxed) as f64 / 1e6
         );
     }
@@ -383,8 +387,8 @@ fn prometheus_text(s: &Stats) -> Bytes {
             let _ = writeln!(
                 o,
                 "portico_pool_{metric}{{pool={},kind={}}} {}",
-                json_str(&p.name),
-                json_str(&p.kind),
+                crate::text::json_str(&p.name),
+                crate::text::json_str(&p.kind),
                 get(p)
             );
         }
@@ -394,37 +398,11 @@ fn prometheus_text(s: &Stats) -> Bytes {
         let _ = writeln!(
             o,
             "portico_route_latency_seconds_max{{route={}}} {:.6}",
-            json_str(&r.name),
+            crate::text::json_str(&r.name),
             r.latency_us_max.load(Relaxed) as f64 / 1e6
         );
     }
     Bytes::from(o)
-}
-
-/// A JSON string literal (also valid as a Prometheus label value).
-fn json_str(s: &str) -> String {
-    let mut o = String::with_capacity(s.len() + 2);
-    o.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            '\n' => o.push_str("\\n"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(o, "\\u{:04x}", c as u32);
-            }
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 #[cfg(test)]
@@ -433,7 +411,7 @@ mod tests {
 
     #[test]
     fn json_strings_are_escaped() {
-        assert_eq!(json_str("a\"b\\c\n"), "\"a\\\"b\\\\c\\n\"");
+        assert_eq!(crate::text::json_str("a\"b\\c\n"), "\"a\\\"b\\\\c\\n\"");
     }
 
     #[test]

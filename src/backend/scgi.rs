@@ -67,29 +67,12 @@ impl ScgiBackend {
         // Connect: least in flight first; a refusal moves on to the next upstream.
         let mut conn = None;
         let mut last_err = None;
-        for i in gateway::order(&self.upstreams) {
+        let plain: Vec<&Upstream> = self.upstreams.iter().collect();
+        for i in gateway::order(&plain) {
             let Some(u) = self.upstreams.get(i) else {
                 continue;
             };
-            let permit = match u.permits.try_acquire_arc() {
-                Some(p) => p,
-                None => {
-                    self.stats.queued.fetch_add(1, Relaxed);
-                    let waited =
-                        rt::timeout(self.settings.queue_timeout, u.permits.acquire_arc()).await;
-                    self.stats.queued.fetch_sub(1, Relaxed);
-                    match waited {
-                        Ok(p) => p,
-                        Err(rt::Elapsed) => {
-                            self.stats.rejected.fetch_add(1, Relaxed);
-                            return Err(BackendError::Busy(format!(
-                                "every connection to {} stayed busy for {:?}",
-                                u.addr, self.settings.queue_timeout
-                            )));
-                        }
-                    }
-                }
-            };
+            let permit = u.acquire(self.settings.queue_timeout, &self.stats).await?;
             match u.connect(self.settings.connect_timeout).await {
                 Ok(c) => {
                     conn = Some((i, c, permit));

@@ -16,7 +16,6 @@ use std::collections::HashMap;
 use std::io::{self, Write as _};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use proto::fastcgi::server::{self, Event};
@@ -40,7 +39,6 @@ pub async fn serve(
     shutdown: rt::Shutdown,
     tracker: rt::Tracker,
 ) {
-    let limit = Arc::new(rt::Semaphore::new(settings.max_conns as usize));
     let in_flight = Arc::new(AtomicUsize::new(0));
     let name = listener.local_text();
     // FCGI-3.2-2: a web server that starts us may list the addresses allowed to connect.
@@ -51,39 +49,14 @@ pub async fn serve(
         }
         parsed
     });
-    loop {
-        let Some(permit) = rt::race(async { Some(limit.acquire_arc().await) }, async {
-            shutdown.wait().await;
-            None
-        })
-        .await
-        else {
-            break;
-        };
-        let accepted = rt::race(async { Some(listener.accept().await) }, async {
-            shutdown.wait().await;
-            None
-        })
-        .await;
-        let (conn, local, peer) = match accepted {
-            None => break,
-            Some(Ok(c)) => c,
-            Some(Err(e)) => {
-                log::warn!(target: "portico::listen", "{name}: accept failed: {e}");
-                rt::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    let max = settings.max_conns as usize;
+    let stop = shutdown.clone();
+    super::accept_loop(listener, max, stop, tracker, move |conn, local, peer| {
         if let Some(allowed) = &allowed {
-            let ip = peer
-                .addr
-                .parse::<std::net::IpAddr>()
-                .ok()
-                .filter(|_| peer.port.is_some());
+            let ip = peer.addr.parse::<std::net::IpAddr>().ok().filter(|_| peer.port.is_some());
             if !allowed.as_ref().is_some_and(|a| a.allows(ip)) {
                 log::warn!(target: "portico::listen::fastcgi", "{name}: connection from {} refused: not in FCGI_WEB_SERVER_ADDRS (FCGI-3.2-2)", peer.addr);
-                drop(conn);
-                continue;
+                return None;
             }
         }
         let ctx = ConnCtx {
@@ -94,13 +67,9 @@ pub async fn serve(
             peer,
         };
         let shutdown = shutdown.clone();
-        let tracker = tracker.clone();
-        drop(rt::spawn(async move {
-            connection(conn, ctx, shutdown).await;
-            drop(permit);
-            drop(tracker);
-        }));
-    }
+        Some(async move { connection(conn, ctx, shutdown).await })
+    })
+    .await;
 }
 
 /// Serves one FastCGI connection inherited from somewhere else (a socket on fd 0 that

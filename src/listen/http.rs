@@ -33,44 +33,15 @@ pub async fn serve(
     shutdown: rt::Shutdown,
     tracker: rt::Tracker,
 ) {
-    let limit = Arc::new(rt::Semaphore::new(settings.max_connections));
-    let name = listener.local_text();
-    loop {
-        let permit = match rt::race(async { Some(limit.acquire_arc().await) }, async {
-            shutdown.wait().await;
-            None
-        })
-        .await
-        {
-            Some(p) => p,
-            None => break,
-        };
-        let accepted = rt::race(async { Some(listener.accept().await) }, async {
-            shutdown.wait().await;
-            None
-        })
-        .await;
-        let (conn, local, peer) = match accepted {
-            None => break,
-            Some(Ok(c)) => c,
-            Some(Err(e)) => {
-                // EMFILE and friends: log, back off briefly, keep serving.
-                log::warn!(target: "portico::listen", "{name}: accept failed: {e}");
-                rt::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    let max = settings.max_connections;
+    let stop = shutdown.clone();
+    super::accept_loop(listener, max, stop, tracker, move |conn, local, peer| {
         let dispatcher = dispatcher.clone();
         let settings = settings.clone();
         let shutdown = shutdown.clone();
-        let tracker = tracker.clone();
-        drop(rt::spawn(async move {
-            connection(conn, local, peer, dispatcher, settings, shutdown).await;
-            drop(permit);
-            drop(tracker);
-        }));
-    }
-    log::debug!(target: "portico::listen", "{name}: no longer accepting");
+        Some(async move { connection(conn, local, peer, dispatcher, settings, shutdown).await })
+    })
+    .await;
 }
 
 async fn connection(

@@ -125,6 +125,59 @@ impl Listener {
     }
 }
 
+/// Accepts connections on `listener` until `shutdown`, at most `max` open at once (more
+/// wait in the kernel's accept queue), and runs `serve` for each in its own task; each
+/// task holds a clone of `tracker` until it has finished. `serve` may refuse a
+/// connection by returning `None` (it is then closed at once).
+pub async fn accept_loop<F, Fut>(
+    listener: Listener,
+    max: usize,
+    shutdown: rt::Shutdown,
+    tracker: rt::Tracker,
+    mut serve: F,
+) where
+    F: FnMut(Conn, Endpoint, Endpoint) -> Option<Fut>,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let limit = std::sync::Arc::new(rt::Semaphore::new(max));
+    let name = listener.local_text();
+    loop {
+        let Some(permit) = rt::race(async { Some(limit.acquire_arc().await) }, async {
+            shutdown.wait().await;
+            None
+        })
+        .await
+        else {
+            break;
+        };
+        let accepted = rt::race(async { Some(listener.accept().await) }, async {
+            shutdown.wait().await;
+            None
+        })
+        .await;
+        let (conn, local, peer) = match accepted {
+            None => break,
+            Some(Ok(c)) => c,
+            Some(Err(e)) => {
+                // EMFILE and friends: log, back off briefly, keep serving.
+                log::warn!(target: "portico::listen", "{name}: accept failed: {e}");
+                rt::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(task) = serve(conn, local, peer) else {
+            continue;
+        };
+        let tracker = tracker.clone();
+        drop(rt::spawn(async move {
+            task.await;
+            drop(permit);
+            drop(tracker);
+        }));
+    }
+    log::debug!(target: "portico::listen", "{name}: no longer accepting");
+}
+
 /// Whether fd 0 is a listening socket (the FastCGI convention: a web server or
 /// spawn-fcgi started us with the socket on standard input; FCGI-2.2-2).
 pub fn fd0_is_listening_socket() -> bool {

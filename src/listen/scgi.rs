@@ -8,7 +8,6 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use proto::Status;
@@ -28,42 +27,16 @@ pub async fn serve(
     shutdown: rt::Shutdown,
     tracker: rt::Tracker,
 ) {
-    let limit = Arc::new(rt::Semaphore::new(settings.max_connections));
-    let name = listener.local_text();
-    loop {
-        let Some(permit) = rt::race(async { Some(limit.acquire_arc().await) }, async {
-            shutdown.wait().await;
-            None
-        })
-        .await
-        else {
-            break;
-        };
-        let accepted = rt::race(async { Some(listener.accept().await) }, async {
-            shutdown.wait().await;
-            None
-        })
-        .await;
-        let (conn, local, peer) = match accepted {
-            None => break,
-            Some(Ok(c)) => c,
-            Some(Err(e)) => {
-                log::warn!(target: "portico::listen", "{name}: accept failed: {e}");
-                rt::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    super::accept_loop(listener, settings.max_connections, shutdown, tracker, move |conn, local, peer| {
         let dispatcher = dispatcher.clone();
         let settings = settings.clone();
-        let tracker = tracker.clone();
-        drop(rt::spawn(async move {
+        Some(async move {
             if let Err(e) = connection(conn, local, peer.clone(), &dispatcher, &settings).await {
                 log::debug!(target: "portico::listen::scgi", "connection from {}: {e}", peer.addr);
             }
-            drop(permit);
-            drop(tracker);
-        }));
-    }
+        })
+    })
+    .await;
 }
 
 async fn connection(

@@ -299,7 +299,7 @@ impl Report {
         let _ = write!(
             o,
             "{{\"target\":{},\"elapsed_seconds\":{:.3},\"summary\":{{\"checks\":{},\"pass\":{p},\"info\":{i},\"warn\":{w},\"fail\":{f},\"error\":{e}}},\"findings\":[",
-            json_str(&self.target),
+            crate::text::json_str(&self.target),
             self.elapsed.as_secs_f64(),
             self.checks()
         );
@@ -309,11 +309,11 @@ impl Report {
                 "{}{{\"verdict\":\"{}\",\"clause\":{},\"level\":\"{}\",\"side\":\"{}\",\"check\":{},\"observation\":{}}}",
                 if n > 0 { "," } else { "" },
                 f.verdict.as_str(),
-                json_str(&f.clause),
+                crate::text::json_str(&f.clause),
                 f.level.as_str(),
                 f.side.as_str(),
-                json_str(&f.check),
-                json_str(&f.observation)
+                crate::text::json_str(&f.check),
+                crate::text::json_str(&f.observation)
             );
         }
         o.push_str("]}\n");
@@ -326,7 +326,7 @@ impl Report {
         let _ = writeln!(
             o,
             "<testsuite name=\"{}\" tests=\"{}\" failures=\"{f}\" errors=\"{e}\" time=\"{:.3}\">",
-            xml(&self.target),
+            crate::text::markup(&self.target),
             self.findings.len(),
             self.elapsed.as_secs_f64()
         );
@@ -334,23 +334,31 @@ impl Report {
             let _ = write!(
                 o,
                 "  <testcase classname=\"{}\" name=\"{} {}\">",
-                xml(&finding.check),
-                xml(&finding.clause),
+                crate::text::markup(&finding.check),
+                crate::text::markup(&finding.clause),
                 finding.level.as_str()
             );
             match finding.verdict {
                 Verdict::Fail => {
-                    let _ = write!(o, "<failure message=\"{}\"/>", xml(&finding.observation));
+                    let _ = write!(
+                        o,
+                        "<failure message=\"{}\"/>",
+                        crate::text::markup(&finding.observation)
+                    );
                 }
                 Verdict::Error => {
-                    let _ = write!(o, "<error message=\"{}\"/>", xml(&finding.observation));
+                    let _ = write!(
+                        o,
+                        "<error message=\"{}\"/>",
+                        crate::text::markup(&finding.observation)
+                    );
                 }
                 Verdict::Warn | Verdict::Info => {
                     let _ = write!(
                         o,
                         "<system-out>{} {}</system-out>",
                         finding.verdict.as_str(),
-                        xml(&finding.observation)
+                        crate::text::markup(&finding.observation)
                     );
                 }
                 Verdict::Pass => {}
@@ -360,31 +368,6 @@ impl Report {
         o.push_str("</testsuite>\n");
         o
     }
-}
-
-fn json_str(s: &str) -> String {
-    let mut o = String::with_capacity(s.len() + 2);
-    o.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            '\n' => o.push_str("\\n"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(o, "\\u{:04x}", c as u32);
-            }
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
-}
-
-fn xml(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 #[cfg(test)]
