@@ -180,7 +180,9 @@ async fn reader(
     shutdown: &rt::Shutdown,
 ) -> Result<(), ReadEnd> {
     let mut slots: HashMap<u16, Slot> = HashMap::new();
-    let mut buf = vec![0u8; 64 * 1024];
+    // Small while the connection is idle or trickling (1,000 kept connections must stay
+    // cheap); grown once a read fills it, for bodies arriving in bulk.
+    let mut buf = vec![0u8; 4 * 1024];
     loop {
         // Idle: no active request. Shutdown or the idle timeout close such a connection;
         // with requests active, reading goes on (aborts must still arrive).
@@ -206,6 +208,7 @@ async fn reader(
             // The web server closed: abort whatever is still running (FCGI-5.4-5).
             return Ok(());
         }
+        let filled = n == buf.len();
         let (events, pending) = {
             let Ok(mut m) = machine.lock() else {
                 return Ok(());
@@ -226,6 +229,12 @@ async fn reader(
         // Ended requests leave the table once the machine has forgotten them.
         if let Ok(m) = machine.lock() {
             slots.retain(|id, _| m.is_active(*id));
+        }
+        if filled && buf.len() < 64 * 1024 {
+            buf.resize(64 * 1024, 0);
+        } else if slots.is_empty() && buf.len() > 4 * 1024 {
+            buf.truncate(4 * 1024);
+            buf.shrink_to_fit();
         }
     }
 }
@@ -518,7 +527,7 @@ async fn writer(
     machine: Arc<Mutex<server::Conn>>,
     cmds: rt::channel::Receiver<Cmd>,
 ) {
-    let mut out = Vec::with_capacity(64 * 1024);
+    let mut out = Vec::new();
     while let Ok(cmd) = cmds.recv().await {
         let close = {
             let Ok(mut m) = machine.lock() else { break };
@@ -552,6 +561,9 @@ async fn writer(
                 break;
             }
             out.clear();
+            if out.capacity() > 256 * 1024 {
+                out.shrink_to(16 * 1024);
+            }
         }
         if close {
             break;
