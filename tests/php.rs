@@ -415,3 +415,23 @@ fastcgi = {{ upstreams = ["127.0.0.1:{dead}"], connect_timeout = "1s" }}
     // fastcgi-client holds params as UTF-8: a non-UTF-8 path gets a clear 400.
     assert_eq!(p.get("/app/%ff").status, 400);
 }
+
+#[test]
+#[ignore = "needs php-cgi"]
+fn busy_pool_answers_503_after_queue_timeout_instead_of_hanging() {
+    let p = Portico::start(&children_config("processes = 1, queue_timeout = \"1s\""));
+    let addr = p.addr.clone();
+    let slow = std::thread::spawn(move || support::get_at(&addr, "/flush.php").status);
+    std::thread::sleep(Duration::from_millis(500));
+    let start = Instant::now();
+    let st = p.get("/pid.php").status;
+    let waited = start.elapsed();
+    assert_eq!(st, 503);
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    assert_eq!(slow.join().unwrap(), 200);
+    let status = p.get("/status").text();
+    assert!(status.contains("\"rejected\":1"), "{status}");
+}
