@@ -435,3 +435,43 @@ fn busy_pool_answers_503_after_queue_timeout_instead_of_hanging() {
     let status = p.get("/status").text();
     assert!(status.contains("\"rejected\":1"), "{status}");
 }
+
+#[test]
+#[ignore = "needs php-cgi"]
+fn shutdown_and_reload_leave_no_php_cgi_behind() {
+    let mut p = Portico::start(&children_config("processes = 2"));
+    let end = Instant::now() + Duration::from_secs(10);
+    while php_cgi_pids(p.pid()).len() < 2 {
+        assert!(Instant::now() < end, "children did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let first = php_cgi_pids(p.pid());
+    // Reload: the old children are drained and replaced.
+    unsafe {
+        libc::kill(p.pid(), libc::SIGHUP);
+    }
+    assert!(p.wait_log("configuration reloaded", Duration::from_secs(5)));
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = php_cgi_pids(p.pid());
+        if now.len() >= 2 && first.iter().all(|pid| !now.contains(pid)) {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "old children not replaced: {first:?} -> {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(p.get("/pid.php").status, 200);
+    let last = php_cgi_pids(p.pid());
+    let st = p.terminate(Duration::from_secs(15)).expect("exited");
+    assert!(st.success());
+    std::thread::sleep(Duration::from_millis(300));
+    let left: Vec<_> = processes()
+        .into_iter()
+        .filter(|q| last.contains(&q.pid) || first.contains(&q.pid))
+        .filter(|q| q.state != 'Z' || q.ppid == 1)
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
