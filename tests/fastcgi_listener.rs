@@ -720,3 +720,39 @@ fn fcgi_6_2_5_script_stderr_forwarded_when_asked() {
     );
     assert!(res[&1].text().ends_with("done\n"));
 }
+
+#[test]
+fn finished_requests_release_their_slot_and_idle_connections_close() {
+    let p =
+        Portico::start(&CONFIG.replace("max_reqs = 500", "max_reqs = 2\nidle_timeout = \"1s\""));
+    let (fa, _) = addrs(&p);
+    // Five kept connections, one finished request each: max_reqs = 2 counts requests in
+    // flight, not connections that once had one.
+    let mut conns = Vec::new();
+    for i in 1..=5u16 {
+        let mut s = connect(&fa);
+        let mut out = Vec::new();
+        fcgi_request(
+            i,
+            true,
+            &fcgi_params("GET", &format!("/echo/{i}"), None),
+            b"",
+            &mut out,
+        );
+        s.write_all(&out).unwrap();
+        let (res, _) = fcgi_collect(&mut s, &[i]);
+        assert_eq!(res[&i].end, Some((0, 0)), "request {i}");
+        conns.push(s);
+    }
+    // Each kept connection is now idle and closed after idle_timeout.
+    let start = std::time::Instant::now();
+    for mut s in conns {
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        start.elapsed()
+    );
+}

@@ -127,7 +127,9 @@ struct Slot {
     /// Dropping it aborts the request task.
     abort: Option<rt::ShutdownTrigger>,
     /// Counts toward the listener's in-flight limit while held.
-    _slot: Option<InFlight>,
+    /// Counts toward the listener's in-flight limit; moves into the request task when
+    /// the request starts, so it is released the moment the request ends.
+    in_flight: Option<InFlight>,
 }
 
 struct InFlight(Arc<AtomicUsize>);
@@ -183,27 +185,41 @@ async fn reader(
     // Small while the connection is idle or trickling (1,000 kept connections must stay
     // cheap); grown once a read fills it, for bodies arriving in bulk.
     let mut buf = vec![0u8; 4 * 1024];
+    let mut last_read = std::time::Instant::now();
     loop {
         // Idle: no active request. Shutdown or the idle timeout close such a connection;
-        // with requests active, reading goes on (aborts must still arrive).
-        let idle = slots.is_empty()
-            && machine
-                .lock()
-                .map(|m| m.active_requests() == 0)
-                .unwrap_or(true);
-        let n = if idle {
-            let read = rt::race(async { Some(conn.read(&mut buf).await) }, async {
-                rt::race(rt::sleep(ctx.settings.idle_timeout), shutdown.wait()).await;
-                None
-            })
-            .await;
-            match read {
-                None => return Ok(()),
-                Some(r) => r.map_err(ReadEnd::Io)?,
+        // with requests active, reading goes on (aborts must still arrive). Reads are
+        // re-armed every tick (cancel-safe), so a connection whose last request just
+        // ended is seen idle without waiting for more input.
+        let tick = ctx
+            .settings
+            .idle_timeout
+            .min(std::time::Duration::from_secs(1));
+        let read = rt::race(async { Some(conn.read(&mut buf).await) }, async {
+            rt::race(rt::sleep(tick), shutdown.wait()).await;
+            None
+        })
+        .await;
+        let n = match read {
+            Some(r) => r.map_err(ReadEnd::Io)?,
+            None => {
+                let idle = machine
+                    .lock()
+                    .map(|m| m.active_requests() == 0)
+                    .unwrap_or(true);
+                if idle
+                    && (shutdown.is_triggered() || last_read.elapsed() >= ctx.settings.idle_timeout)
+                {
+                    return Ok(());
+                }
+                if shutdown.is_triggered() {
+                    // Requests still running: let them finish, then close.
+                    rt::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                continue;
             }
-        } else {
-            conn.read(&mut buf).await.map_err(ReadEnd::Io)?
         };
+        last_read = std::time::Instant::now();
         if n == 0 {
             // The web server closed: abort whatever is still running (FCGI-5.4-5).
             return Ok(());
@@ -267,7 +283,7 @@ async fn on_event(
                     data: None,
                     body_rx: None,
                     abort: None,
-                    _slot: Some(slot),
+                    in_flight: Some(slot),
                 },
             );
         }
@@ -444,6 +460,7 @@ fn start(
     }
     let (trigger, abort) = rt::shutdown_pair();
     slot.abort = Some(trigger);
+    let in_flight = slot.in_flight.take();
     let dispatcher = ctx.dispatcher.clone();
     let tx = cmd_tx.clone();
     let peer = ctx.peer.addr.clone();
@@ -501,6 +518,7 @@ fn start(
         // Aborted: the work future is dropped above (a CGI script is killed by that),
         // then END_REQUEST says the request is over (FCGI-5.4-2).
         let _ = tx.send(Cmd::End(id, status.unwrap_or(1))).await;
+        drop(in_flight);
     }));
 }
 

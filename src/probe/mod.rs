@@ -14,6 +14,8 @@ pub mod fastcgi;
 pub mod report;
 pub mod scgi;
 pub mod serve;
+pub mod serve_cgi;
+pub mod serve_scgi;
 pub mod spawn;
 
 use report::Format;
@@ -54,10 +56,23 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::config::parse_duration(s)
 }
 
+/// Whether portico was started by a web server as the CGI probe (`PORTICO_PROBE=serve-cgi`
+/// in its environment): then `serve_cgi::run_as_cgi` answers the request, whatever else
+/// the command line would do.
+pub fn cgi_probe_requested() -> bool {
+    serve_cgi::requested()
+}
+
 /// Runs the checker; the exit status is non-zero when any FAIL (or ERROR) was found.
 pub fn run(args: ProbeArgs) -> ExitCode {
     let first = args.target.first().map(String::as_str).unwrap_or_default();
     if args.serve {
+        if first == "cgi" {
+            return serve_cgi::run(&args);
+        }
+        if first.starts_with("scgi") {
+            return serve_scgi::run(&args);
+        }
         return serve::run(&args);
     }
     if first.starts_with("fastcgi") || args.spawn.is_some() {
