@@ -90,7 +90,7 @@ pub struct Fastcgi {
     /// connection gets FCGI_CANT_MPX_CONN. Default true.
     pub mpxs_conns: bool,
     /// `max_requests_per_conn`: requests active at once on one connection; past it
-    /// FCGI_OVERLOADED. Default 64.
+    /// FCGI_OVERLOADED. Default 256.
     pub max_requests_per_conn: usize,
     /// `max_params_bytes`: one request's encoded params; past it the connection is
     /// closed (FCGI-AMB-5). Default 1 MiB.
@@ -751,7 +751,7 @@ fn typed(
         max_requests_per_conn: field!(
             "fastcgi.max_requests_per_conn",
             f.max_requests_per_conn,
-            64,
+            256,
             |v: i64| in_range(v, 1, 65_535).map(|v| v as usize)
         ),
         max_params_bytes: field!(
