@@ -123,14 +123,18 @@ impl Table {
     async fn dispatch(&self, req: Request) -> Response {
         let start = Instant::now();
         self.stats.in_flight.fetch_add(1, Relaxed);
-        let log = LogLine::of(&req);
+        // The access-log line is only put together when there is a log to write.
+        let log = match &*self.access {
+            AccessSink::Off => None,
+            _ => Some(LogLine::of(&req)),
+        };
         let (route, resp) = self.serve(req).await;
         self.stats.in_flight.fetch_sub(1, Relaxed);
         self.stats
             .finish(route, resp.status.as_u16(), start.elapsed());
-        match &*self.access {
-            AccessSink::Off => resp,
-            _ => log.attach(resp, self.access.clone()),
+        match log {
+            None => resp,
+            Some(log) => log.attach(resp, self.access.clone()),
         }
     }
 
@@ -155,7 +159,12 @@ impl Table {
             let method = req.method.clone();
             let target = req.target.clone();
             let query = req.query.clone();
-            let template = redirect_template(&req);
+            // Only backends that answer in CGI form can ask for a local redirect; the
+            // copy of the request it needs is made for them alone.
+            let template = entry
+                .backend
+                .may_redirect()
+                .then(|| redirect_template(&req));
             let result = entry.backend.call(req, &rm).await;
             if let Some(r) = route_stats {
                 r.in_flight.fetch_sub(1, Relaxed);
@@ -174,7 +183,9 @@ impl Table {
                     log::debug!(target: "portico::dispatch", "local redirect to {}", String::from_utf8_lossy(&location));
                     // CGI-AMB-5: the redirected request is a GET without a body; the
                     // original URL is kept for REDIRECT_URL.
-                    let mut next = template;
+                    let Some(mut next) = template else {
+                        return (Some(m.index), error_page(StatusCode::INTERNAL_SERVER_ERROR));
+                    };
                     let (path, q) = split_target(&location);
                     next.target = location;
                     next.path = path;

@@ -89,14 +89,22 @@ pub fn signals() -> io::Result<async_signal::Signals> {
 pub use async_signal::Signal;
 
 /// A futures-io stream seen as a hyper stream.
+///
+/// futures-io reads into initialised memory and hyper lends uninitialised memory, so
+/// reads land in a small zeroed scratch buffer (initialised once per connection) and
+/// only the bytes read are copied on: cheaper than zeroing hyper's whole window per read.
 pub struct HyperIo<T> {
     inner: T,
+    scratch: Box<[u8]>,
 }
 
 impl<T> HyperIo<T> {
     /// Wraps `inner`.
     pub fn new(inner: T) -> Self {
-        Self { inner }
+        Self {
+            inner,
+            scratch: vec![0u8; READ_SCRATCH].into_boxed_slice(),
+        }
     }
 }
 
@@ -106,32 +114,24 @@ impl<T: AsyncRead + Unpin> hyper::rt::Read for HyperIo<T> {
         cx: &mut Context<'_>,
         mut buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        // hyper lends possibly uninitialised memory; futures-io wants `&mut [u8]`. Zero a
-        // bounded window first so the cast is sound, then tell hyper how much was filled.
-        let n = {
-            // SAFETY: we only write zeros into the window and then view it as initialised
-            // bytes; the slice does not outlive this block.
-            let window = unsafe {
-                let spare = buf.as_mut();
-                let len = spare.len().min(READ_WINDOW);
-                let ptr = spare.as_mut_ptr() as *mut u8;
-                std::ptr::write_bytes(ptr, 0, len);
-                std::slice::from_raw_parts_mut(ptr, len)
-            };
-            match Pin::new(&mut self.inner).poll_read(cx, window) {
-                Poll::Ready(Ok(n)) => n,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
+        let this = &mut *self;
+        let want = buf.remaining().min(this.scratch.len());
+        let Some(window) = this.scratch.get_mut(..want) else {
+            return Poll::Ready(Ok(()));
         };
-        // SAFETY: `n` bytes of the window were initialised above and filled by the read.
-        unsafe { buf.advance(n) };
-        Poll::Ready(Ok(()))
+        match Pin::new(&mut this.inner).poll_read(cx, window) {
+            Poll::Ready(Ok(n)) => {
+                buf.put_slice(window.get(..n).unwrap_or_default());
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
-/// The most bytes one read hands to the socket (bounds the zeroing cost per read).
-const READ_WINDOW: usize = 64 * 1024;
+/// The scratch buffer of one HTTP connection's reads.
+const READ_SCRATCH: usize = 16 * 1024;
 
 impl<T: AsyncWrite + Unpin> hyper::rt::Write for HyperIo<T> {
     fn poll_write(
@@ -337,6 +337,88 @@ impl AsyncWrite for Connection {
         match self.get_mut() {
             Connection::Tcp(s) => Pin::new(s).poll_close(cx),
             Connection::Unix(s) => Pin::new(s).poll_close(cx),
+        }
+    }
+}
+
+/// A connection whose writes are gathered until a flush (or 64 KiB): a client that
+/// writes a record header, its content and its padding separately (fastcgi-client) then
+/// costs one system call per request head instead of one per piece.
+pub struct Buffered<T> {
+    inner: T,
+    out: Vec<u8>,
+    sent: usize,
+}
+
+impl<T> Buffered<T> {
+    /// Wraps `inner`.
+    pub fn new(inner: T) -> Self {
+        Buffered {
+            inner,
+            out: Vec::new(),
+            sent: 0,
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> Buffered<T> {
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.sent < self.out.len() {
+            let pending = self.out.get(self.sent..).unwrap_or_default();
+            match Pin::new(&mut self.inner).poll_write(cx, pending) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => self.sent += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        self.out.clear();
+        self.sent = 0;
+        if self.out.capacity() > 256 * 1024 {
+            self.out.shrink_to(64 * 1024);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Buffered<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Buffered<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.out.len() >= 64 * 1024 {
+            match self.poll_drain(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        self.out.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.poll_drain(cx) {
+            Poll::Ready(Ok(())) => Pin::new(&mut self.inner).poll_flush(cx),
+            other => other,
+        }
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.poll_drain(cx) {
+            Poll::Ready(Ok(())) => Pin::new(&mut self.inner).poll_close(cx),
+            other => other,
         }
     }
 }

@@ -475,3 +475,18 @@ fn shutdown_and_reload_leave_no_php_cgi_behind() {
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+#[test]
+#[ignore = "needs php-cgi"]
+fn php_cgi_child_idle_past_its_accept_timeout_still_serves() {
+    // php-cgi closes an accepted connection that stays quiet for 5 s; a child that sat
+    // idle that long must still serve its next request.
+    let p = Portico::start(&children_config("processes = 1"));
+    assert_eq!(p.get("/pid.php").status, 200);
+    std::thread::sleep(Duration::from_millis(6500));
+    let r = p.get("/pid.php");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let fresh = Portico::start(&children_config("processes = 1"));
+    std::thread::sleep(Duration::from_millis(6500));
+    assert_eq!(fresh.get("/pid.php").status, 200);
+}

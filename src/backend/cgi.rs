@@ -186,7 +186,11 @@ impl CgiBackend {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .reap_on_drop(true);
-        let mut child = cmd.spawn().map_err(|e| spawn_error(&name, &e))?;
+        // fork/exec blocks the calling thread until the child has exec'd (about a
+        // millisecond): do it off the executor threads that serve connections.
+        let mut child = rt::spawn_blocking(move || cmd.spawn())
+            .await
+            .map_err(|e| spawn_error(&name, &e))?;
         let guard = self.stats.child_started();
         // `process_group(0)` makes the child the leader of a group with its own id.
         let pgid = i32::try_from(child.id()).unwrap_or(0);

@@ -61,10 +61,12 @@ struct Child {
     busy: bool,
 }
 
-/// An idle child with its kept connection.
+/// An idle child with its kept connection, once it has one. A child gets its first
+/// connection when it first serves: php-cgi closes an accepted connection on which no
+/// request arrives within 5 seconds.
 struct Idle {
     id: u64,
-    client: FcgiClient,
+    client: Option<FcgiClient>,
 }
 
 /// A child checked out for one request.
@@ -143,7 +145,10 @@ impl ChildPool {
                 until.saturating_duration_since(Instant::now())
             )));
         }
-        while let Ok(idle) = self.idle_rx.try_recv() {
+        // Requests already waiting come first: the fast path only when nobody waits.
+        while self.stats.queued.load(Relaxed) == 0
+            && let Ok(idle) = self.idle_rx.try_recv()
+        {
             if let Some(lease) = self.lease(idle) {
                 return Ok(lease);
             }
@@ -222,7 +227,7 @@ impl ChildPool {
         Some(Lease {
             pool: self.clone(),
             id: idle.id,
-            client: Some(idle.client),
+            client: idle.client,
             released: false,
         })
     }
@@ -328,17 +333,7 @@ impl ChildPool {
             let _ = std::fs::remove_file(pool.dir.join(format!("child-{id}.sock")));
             pool.exited(id, status.ok());
         }));
-        match rt::Connection::unix(&path).await {
-            Ok(c) => Some(Idle {
-                id,
-                client: Client::new_keep_alive(c),
-            }),
-            Err(e) => {
-                log::error!(target: "portico::backend::children", "{}: cannot connect to child {pid}: {e}", self.name);
-                self.retire(id, "unreachable");
-                None
-            }
-        }
+        Some(Idle { id, client: None })
     }
 
     fn exited(self: &Arc<Self>, id: u64, status: Option<std::process::ExitStatus>) {
@@ -486,9 +481,28 @@ impl ChildPool {
 }
 
 impl Lease {
-    /// The kept connection (once).
-    pub(crate) fn take_client(&mut self) -> Option<FcgiClient> {
-        self.client.take()
+    /// The kept connection, or a new one to the child's socket.
+    pub(crate) async fn client(&mut self) -> Result<FcgiClient, BackendError> {
+        if let Some(c) = self.client.take() {
+            return Ok(c);
+        }
+        self.connect().await
+    }
+
+    /// A new connection to the child's socket (its kept one was closed).
+    pub(crate) async fn connect(&self) -> Result<FcgiClient, BackendError> {
+        let path = self.pool.dir.join(format!("child-{}.sock", self.id));
+        match rt::timeout(Duration::from_secs(5), rt::Connection::unix(&path)).await {
+            Ok(Ok(c)) => Ok(Client::new_keep_alive(rt::Buffered::new(c))),
+            Ok(Err(e)) => Err(BackendError::BadGateway(format!(
+                "{}: cannot connect to child: {e}",
+                self.pool.name
+            ))),
+            Err(rt::Elapsed) => Err(BackendError::BadGateway(format!(
+                "{}: child does not accept",
+                self.pool.name
+            ))),
+        }
     }
 
     /// The pool's `request_terminate_timeout`.
@@ -538,7 +552,7 @@ impl Lease {
             Some(client) if !retire => {
                 let _ = pool.idle_tx.try_send(Idle {
                     id: self.id,
-                    client,
+                    client: Some(client),
                 });
             }
             Some(_) => {

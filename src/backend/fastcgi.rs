@@ -30,7 +30,7 @@ use crate::rt;
 use crate::stats::{PoolStats, Stats};
 
 /// A kept connection to a FastCGI application.
-pub(crate) type FcgiClient = Client<rt::Connection, KeepAlive>;
+pub(crate) type FcgiClient = Client<rt::Buffered<rt::Connection>, KeepAlive>;
 
 /// A FastCGI route's backend.
 pub struct FastcgiBackend {
@@ -135,7 +135,7 @@ impl FastcgiBackend {
                         let c = match client.take() {
                             Some(c) => c,
                             None => match up.up.connect(settings.connect_timeout).await {
-                                Ok(c) => Client::new_keep_alive(c),
+                                Ok(c) => Client::new_keep_alive(rt::Buffered::new(c)),
                                 Err(e) => {
                                     up.up.mark_down(settings.down_backoff, &e.to_string());
                                     let _ = tx.send(Chunk::Failed(e)).await;
@@ -185,37 +185,50 @@ impl FastcgiBackend {
                 let send_timeout = self.settings.send_timeout;
                 drop(rt::spawn(async move {
                     let mut lease = lease;
-                    let client = lease.take_client();
-                    let outcome = match client {
-                        Some(c) => {
-                            let fut = exchange(c, params, body, &tx, send_timeout);
-                            match lease.terminate_timeout() {
-                                Some(limit) => {
-                                    match rt::timeout(limit, fut).await {
-                                        Ok(o) => o,
-                                        Err(rt::Elapsed) => {
-                                            lease.kill(&format!("request ran past request_terminate_timeout ({limit:?})"));
-                                            let _ = tx
-                                            .send(Chunk::Failed(BackendError::Timeout(format!(
-                                                "request_terminate_timeout ({limit:?}) passed"
-                                            ))))
-                                            .await;
-                                            Outcome::Failed
-                                        }
-                                    }
-                                }
-                                None => fut.await,
+                    let mut body = Some(body);
+                    let mut outcome = Outcome::Failed;
+                    for attempt in 0..2 {
+                        let client = if attempt == 0 {
+                            lease.client().await
+                        } else {
+                            lease.connect().await
+                        };
+                        let c = match client {
+                            Ok(c) => c,
+                            Err(e) => {
+                                let _ = tx.send(Chunk::Failed(e)).await;
+                                outcome = Outcome::Failed;
+                                break;
                             }
+                        };
+                        let b = body.take().unwrap_or_else(|| {
+                            BodyReader::new(PreparedBody::Stream(crate::model::Body::empty()))
+                        });
+                        let fut = exchange(c, params.clone(), b, &tx, send_timeout);
+                        outcome = match lease.terminate_timeout() {
+                            Some(limit) => match rt::timeout(limit, fut).await {
+                                Ok(o) => o,
+                                Err(rt::Elapsed) => {
+                                    lease.kill(&format!(
+                                        "request ran past request_terminate_timeout ({limit:?})"
+                                    ));
+                                    let _ = tx
+                                        .send(Chunk::Failed(BackendError::Timeout(format!(
+                                            "request_terminate_timeout ({limit:?}) passed"
+                                        ))))
+                                        .await;
+                                    Outcome::Failed
+                                }
+                            },
+                            None => fut.await,
+                        };
+                        // A kept connection the child closed (php-cgi closes one that stays
+                        // quiet too long): once more on a fresh connection when nothing
+                        // was sent that cannot be sent again.
+                        if !(matches!(outcome, Outcome::Stale) && attempt == 0 && retry_ok) {
+                            break;
                         }
-                        None => {
-                            let _ = tx
-                                .send(Chunk::Failed(BackendError::BadGateway(
-                                    "child has no connection".into(),
-                                )))
-                                .await;
-                            Outcome::Failed
-                        }
-                    };
+                    }
                     match outcome {
                         Outcome::Done(c) => lease.release(Some(c)),
                         Outcome::Stale => {
@@ -271,7 +284,13 @@ impl FastcgiBackend {
                 return Ok((u.clone(), c, permit));
             }
             match u.up.connect(self.settings.connect_timeout).await {
-                Ok(c) => return Ok((u.clone(), Client::new_keep_alive(c), permit)),
+                Ok(c) => {
+                    return Ok((
+                        u.clone(),
+                        Client::new_keep_alive(rt::Buffered::new(c)),
+                        permit,
+                    ));
+                }
                 Err(e) => {
                     u.up.mark_down(self.settings.down_backoff, &e.to_string());
                     last_err = Some(e);

@@ -158,30 +158,29 @@ async fn split_by_suffix(
     let root: Option<PathBuf> = settings.document_root.clone();
     let suffix = suffix.as_bytes().to_vec();
     let raw = raw_path.to_vec();
-    let split = rt::spawn_blocking(move || {
-        cgi_meta::split_script(&raw, |prefix| {
-            if prefix.ends_with(&suffix) {
-                let exists = match &root {
-                    Some(r) => {
-                        use std::os::unix::ffi::OsStrExt;
-                        let mut p = r.as_os_str().as_bytes().to_vec();
-                        p.extend_from_slice(prefix);
-                        std::path::Path::new(std::ffi::OsStr::from_bytes(&p)).is_file()
-                    }
-                    // Without a document root nothing can be checked; split lexically.
-                    None => true,
-                };
-                if exists {
-                    Lookup::Script
-                } else {
-                    Lookup::NotFound
+    // A stat per candidate prefix takes microseconds: done inline rather than paying a
+    // thread hand-off per request.
+    let split = cgi_meta::split_script(&raw, |prefix| {
+        if prefix.ends_with(&suffix) {
+            let exists = match &root {
+                Some(r) => {
+                    use std::os::unix::ffi::OsStrExt;
+                    let mut p = r.as_os_str().as_bytes().to_vec();
+                    p.extend_from_slice(prefix);
+                    std::path::Path::new(std::ffi::OsStr::from_bytes(&p)).is_file()
                 }
+                // Without a document root nothing can be checked; split lexically.
+                None => true,
+            };
+            if exists {
+                Lookup::Script
             } else {
-                Lookup::Directory
+                Lookup::NotFound
             }
-        })
+        } else {
+            Lookup::Directory
+        }
     })
-    .await
     .map_err(|e| BackendError::NotFound(e.to_string()))?;
     if split.kind != cgi_meta::SplitKind::Script {
         return Err(BackendError::NotFound("no script in the path".into()));
@@ -465,7 +464,10 @@ impl Upstream {
         queue_timeout: Duration,
         stats: &crate::stats::PoolStats,
     ) -> Result<rt::SemaphoreGuardArc, BackendError> {
-        if let Some(p) = self.permits.try_acquire_arc() {
+        // Requests already waiting come first: the fast path only when nobody waits.
+        if stats.queued.load(Relaxed) == 0
+            && let Some(p) = self.permits.try_acquire_arc()
+        {
             return Ok(p);
         }
         let q = stats.queued.fetch_add(1, Relaxed) + 1;

@@ -98,6 +98,11 @@ impl Backend {
         }
     }
 
+    /// Whether the backend can answer with a local redirect (CGI-form replies).
+    pub fn may_redirect(&self) -> bool {
+        !matches!(self, Backend::Handler(_))
+    }
+
     /// Stops what the backend runs (managed children), gracefully.
     pub async fn shutdown(&self) {
         if let Backend::Fastcgi(b) = self {

@@ -291,9 +291,11 @@ async fn on_event(
             let Some(slot) = slots.get_mut(&id) else {
                 return;
             };
-            let params: Vec<(Bytes, Bytes)> = params
-                .iter()
-                .map(|(n, v)| (Bytes::copy_from_slice(n), Bytes::copy_from_slice(v)))
+            // One buffer for the whole block; each name and value is a slice of it.
+            let block = Bytes::from(params.into_bytes());
+            let params: Vec<(Bytes, Bytes)> = proto::fastcgi::NameValues::new(&block)
+                .filter_map(Result::ok)
+                .map(|(n, v)| (block.slice_ref(n), block.slice_ref(v)))
                 .collect();
             if slot.role == Role::FILTER {
                 // The filter starts once its DATA file is complete.

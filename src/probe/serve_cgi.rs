@@ -421,6 +421,22 @@ fn values(env: &Env<'_>, via: Via, o: &mut Sink) {
                 show(p)
             ),
         ),
+        (Some(p), Some(t))
+            if env
+                .value("DOCUMENT_ROOT")
+                .is_some_and(|d| t != [d.strip_suffix(b"/").unwrap_or(d), p].concat()) =>
+        {
+            o.pass("CGI-4.1.6-6", format!("PATH_TRANSLATED={}", show(t)));
+            o.info(
+                "CGI-4.1.6-1",
+                format!(
+                    "PATH_TRANSLATED={} is not DOCUMENT_ROOT + PATH_INFO ({}{})",
+                    show(t),
+                    show(env.value("DOCUMENT_ROOT").unwrap_or_default()),
+                    show(p)
+                ),
+            );
+        }
         (None, None) => o.pass("CGI-4.1.6-7", "no PATH_INFO and no PATH_TRANSLATED"),
         (Some(_), Some(t)) => o.pass("CGI-4.1.6-6", format!("PATH_TRANSLATED={}", show(t))),
     }
@@ -721,7 +737,11 @@ pub(crate) fn body_findings(env: &Env<'_>, stdin: &Stdin, waited: Duration, o: &
         Some(0) => {
             o.info(
                 "CGI-AMB-4",
-                "CONTENT_LENGTH=0: a zero-length body (Content-Length: 0 or an empty chunked body)",
+                format!(
+                    "CONTENT_LENGTH=0 with {}: a zero-length body from the client, or one \
+                     made up for a request without a body (CGI-4.1.2-2: set only with a body)",
+                    show(env.value("REQUEST_METHOD").unwrap_or(b"no REQUEST_METHOD"))
+                ),
             );
             if got > 0 {
                 o.info(

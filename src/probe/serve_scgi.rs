@@ -107,6 +107,7 @@ struct Shared {
     format: Format,
     stop: AtomicBool,
     served: AtomicUsize,
+    next_request: AtomicUsize,
     limit: Option<usize>,
     timeout: Duration,
     findings: Mutex<Vec<Finding>>,
@@ -160,6 +161,7 @@ pub fn run(args: &ProbeArgs) -> ExitCode {
         format: args.format,
         stop: AtomicBool::new(false),
         served: AtomicUsize::new(0),
+        next_request: AtomicUsize::new(1),
         limit: args.requests,
         timeout: args.check_timeout,
         findings: Mutex::new(Vec::new()),
@@ -728,13 +730,18 @@ fn serve_conn(mut s: Stream, conn_no: usize, sh: &Shared) {
             _ => {}
         }
     };
-    if end == End::Stopped && data.is_empty() {
+    if data.is_empty() && matches!(end, End::Stopped | End::Eof) {
+        // A port check, or a web server's spare connection: not a request (SCGI-2-4).
+        if end == End::Eof {
+            let j = judge(&data, end, sh.timeout, &format!("connection-{conn_no}"));
+            sh.publish(&format!("connection {conn_no} (no request)"), j.findings);
+        }
         return;
     }
-    let no = conn_no;
+    let no = sh.next_request.fetch_add(1, Ordering::SeqCst);
     let j = judge(&data, end, sh.timeout, &format!("request-{no}"));
     let title = format!(
-        "request {no} (CONTENT_LENGTH {}, {} headers, {} body bytes)",
+        "request {no} (connection {conn_no}, CONTENT_LENGTH {}, {} headers, {} body bytes)",
         j.content_length.as_deref().unwrap_or("none"),
         j.headers,
         j.body

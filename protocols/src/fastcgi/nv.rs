@@ -214,6 +214,19 @@ impl ParamBlock {
         &self.bytes
     }
 
+    /// The encoded pairs, taken out without a copy (to share them, e.g. as one
+    /// reference-counted buffer that the pairs are slices of).
+    ///
+    /// ```
+    /// use portico_protocols::fastcgi::{NameValues, ParamBlock};
+    /// let block = ParamBlock::from_pairs([(&b"A"[..], &b"1"[..])]);
+    /// let bytes = block.into_bytes();
+    /// assert_eq!(NameValues::new(&bytes).count(), 1);
+    /// ```
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
     /// Copies the pairs out.
     pub fn to_vec(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
         self.iter().map(|(n, v)| (n.to_vec(), v.to_vec())).collect()
