@@ -506,6 +506,96 @@ else
     missing lighttpd "not installed"
 fi
 
+# ---------------------------------------------------------------------- --serve scgi
+# serve_start_scgi ID: as serve_start, with `probe --serve scgi://…` (SCGI-T-13, T-16).
+serve_start_scgi() {
+    SERVE_PORT=$(free_port)
+    "$PORTICO" probe --serve "scgi://127.0.0.1:$SERVE_PORT" --requests "$SERVE_REQUESTS" \
+        --check-timeout "$CHECK_TIMEOUT" >"$TMP/$1.report" 2>"$TMP/$1.stderr" &
+    SERVE_PID=$!
+    PIDS+=("$SERVE_PID")
+    wait_port "$SERVE_PORT" "$SERVE_PID"
+}
+
+add_row nginx-scgi "nginx scgi_pass (--serve)" "SCGI ws" "$(nginx -v 2>&1 | sed 's/.*version: //')" no
+if command -v nginx >/dev/null; then
+    if serve_start_scgi nginx-scgi; then
+        hport=$(free_port)
+        mkdir -p "$TMP/nginx-scgi"
+        cat >"$TMP/nginx-scgi/nginx.conf" <<CONF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $TMP/nginx-scgi/nginx.pid;
+error_log $TMP/nginx-scgi/error.log warn;
+events { worker_connections 64; }
+http {
+    access_log off;
+    client_body_temp_path $TMP/nginx-scgi/body;
+    fastcgi_temp_path $TMP/nginx-scgi/fastcgi;
+    scgi_temp_path $TMP/nginx-scgi/scgi;
+    proxy_temp_path $TMP/nginx-scgi/proxy;
+    uwsgi_temp_path $TMP/nginx-scgi/uwsgi;
+    server {
+        listen 127.0.0.1:$hport;
+        location /probe/ {
+            include /etc/nginx/scgi_params;
+            scgi_pass 127.0.0.1:$SERVE_PORT;
+        }
+    }
+}
+CONF
+        start_bg nginx-scgi nginx -p "$TMP/nginx-scgi" -c "$TMP/nginx-scgi/nginx.conf"
+        npid=$STARTED
+        if wait_port "$hport" "$npid"; then serve_finish nginx-scgi "$hport"; else missing nginx-scgi "did not start"; fi
+        stop "$npid"
+    else
+        stop "$SERVE_PID"
+        cat "$TMP/nginx-scgi.stderr" >>"$TMP/nginx-scgi.report"
+        record nginx-scgi "$TMP/nginx-scgi.report" "did not listen"
+    fi
+else
+    missing nginx-scgi "not installed"
+fi
+
+add_row apache-scgi "Apache mod_proxy_scgi (--serve)" "SCGI ws" "$("$APACHE" -v 2>/dev/null | sed -n 's/^Server version: //p')" no
+if [ -x "$APACHE" ] && [ -e "$APACHE_MODULES/mod_proxy_scgi.so" ]; then
+    if serve_start_scgi apache-scgi; then
+        hport=$(free_port)
+        mkdir -p "$TMP/apache-scgi/run"
+        apache_user=www-data
+        id -u "$apache_user" >/dev/null 2>&1 || apache_user=nobody
+        builtin=$("$APACHE" -l)
+        mods=""
+        for m in mpm_event authz_core unixd proxy proxy_scgi; do
+            grep -q "mod_$m.c" <<<"$builtin" || mods+="LoadModule ${m}_module $APACHE_MODULES/mod_$m.so"$'\n'
+        done
+        cat >"$TMP/apache-scgi/httpd.conf" <<CONF
+ServerRoot "$TMP/apache-scgi"
+ServerName localhost
+Listen 127.0.0.1:$hport
+PidFile $TMP/apache-scgi/httpd.pid
+DefaultRuntimeDir $TMP/apache-scgi/run
+ErrorLog $TMP/apache-scgi/error.log
+LogLevel warn
+$mods
+User $apache_user
+Group $(id -gn "$apache_user")
+ProxyPass /probe/ scgi://127.0.0.1:$SERVE_PORT/
+CONF
+        start_bg apache-scgi env -i PATH=/usr/sbin:/usr/bin:/bin "$APACHE" -X -d "$TMP/apache-scgi" -f "$TMP/apache-scgi/httpd.conf"
+        apid=$STARTED
+        if wait_port "$hport" "$apid"; then serve_finish apache-scgi "$hport"; else missing apache-scgi "did not start"; fi
+        stop "$apid"
+    else
+        stop "$SERVE_PID"
+        cat "$TMP/apache-scgi.stderr" >>"$TMP/apache-scgi.report"
+        record apache-scgi "$TMP/apache-scgi.report" "did not listen"
+    fi
+else
+    missing apache-scgi "not installed"
+fi
+
 # ---------------------------------------------------------------------- the document
 mkdir -p "$(dirname "$OUT")"
 {

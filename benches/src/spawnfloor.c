@@ -1,0 +1,70 @@
+/* The spawn floor of benches/cgi.sh: how many spawn + read-stdout + wait cycles of one
+ * program this machine does per second, with W parallel workers and no server at all.
+ *
+ *   spawnfloor PROGRAM [SECONDS=5] [WORKERS=2]
+ *
+ * Each worker (a thread) loops: pipe, posix_spawn PROGRAM with stdin </dev/null and
+ * stdout into the pipe, read the pipe to EOF, waitpid. That is the least any CGI server
+ * must do per request. Prints "spawns/s N" on stdout. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+static const char *prog;
+static double seconds = 5;
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void *worker(void *arg) {
+    long *count = arg;
+    char *argv[] = {(char *)prog, NULL};
+    char buf[4096];
+    double end = now() + seconds;
+    while (now() < end) {
+        int p[2];
+        if (pipe2(p, O_CLOEXEC) != 0) { perror("pipe2"); exit(1); }
+        posix_spawn_file_actions_t fa;
+        posix_spawn_file_actions_init(&fa);
+        posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+        posix_spawn_file_actions_adddup2(&fa, p[1], 1);
+        pid_t pid;
+        int rc = posix_spawn(&pid, prog, &fa, NULL, argv, environ);
+        posix_spawn_file_actions_destroy(&fa);
+        close(p[1]);
+        if (rc != 0) { errno = rc; perror("posix_spawn"); exit(1); }
+        while (read(p[0], buf, sizeof buf) > 0) {}
+        close(p[0]);
+        int st;
+        while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+        (*count)++;
+    }
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) { fprintf(stderr, "usage: spawnfloor PROGRAM [SECONDS] [WORKERS]\n"); return 2; }
+    prog = argv[1];
+    if (argc > 2) seconds = atof(argv[2]);
+    int workers = argc > 3 ? atoi(argv[3]) : 2;
+    if (workers < 1 || workers > 64) workers = 2;
+    pthread_t t[64];
+    long counts[64] = {0};
+    double start = now();
+    for (int i = 0; i < workers; i++) pthread_create(&t[i], NULL, worker, &counts[i]);
+    long total = 0;
+    for (int i = 0; i < workers; i++) { pthread_join(t[i], NULL); total += counts[i]; }
+    printf("spawns/s %.0f\n", total / (now() - start));
+    return 0;
+}
