@@ -8,6 +8,11 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp_millis()
         .init();
+    // Run by a web server as the CGI-side checker (PORTICO_PROBE=serve-cgi): before the
+    // command line is parsed, since a web server may pass query words as arguments.
+    if portico::probe::cgi_probe_requested() {
+        return portico::probe::serve_cgi::run_as_cgi();
+    }
     let cli = portico::cli::Cli::parse();
     portico::cli::run(cli, portico::backend::Registry::new())
 }

@@ -31,8 +31,11 @@ pub struct ProbeArgs {
     /// server would) and probe it; the target address is then chosen by portico.
     #[arg(long, value_name = "CMD", num_args = 1.., allow_hyphen_values = true)]
     pub spawn: Option<Vec<String>>,
-    /// Listen at the target address as a strict FastCGI application and report what the
-    /// connecting web server breaks (runs until interrupted or --requests are served).
+    /// Check a web server instead: listen at the target address as a strict FastCGI
+    /// application (`fastcgi://…`) or SCGI server (`scgi://…`) and report what the
+    /// connecting web server breaks (until interrupted or --requests are served). `cgi`
+    /// checks a web server's CGI requests from inside: run portico as its CGI program
+    /// with PORTICO_PROBE=serve-cgi in the environment.
     #[arg(long)]
     pub serve: bool,
     /// With --serve: stop after this many requests.

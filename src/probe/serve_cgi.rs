@@ -289,20 +289,27 @@ fn presence(env: &Env<'_>, via: Via, o: &mut Sink) {
                 "SERVER_PROTOCOL",
                 "REMOTE_ADDR",
             ];
+            let mut problems: Vec<String> = Vec::new();
             let missing: Vec<&str> = wanted
                 .into_iter()
                 .filter(|n| env.get(n).is_none())
                 .collect();
-            if missing.is_empty() {
+            if !missing.is_empty() {
+                problems.push(format!(
+                    "CGI meta-variables not sent: {}",
+                    missing.join(", ")
+                ));
+            }
+            if !env.0.iter().any(|(n, _)| n.starts_with(b"HTTP_")) {
+                problems.push("no HTTP_* variables (the request headers)".to_owned());
+            }
+            if problems.is_empty() {
                 o.pass(
                     "SCGI-3-8",
-                    format!("CGI meta-variables sent: {}", wanted.join(", ")),
+                    format!("CGI meta-variables sent: {}, HTTP_*", wanted.join(", ")),
                 );
             } else {
-                o.broken(
-                    "SCGI-3-8",
-                    format!("CGI meta-variables not sent: {}", missing.join(", ")),
-                );
+                o.broken("SCGI-3-8", problems.join("; "));
             }
             let optional: Vec<&str> = ["PATH_INFO", "GATEWAY_INTERFACE", "SERVER_SOFTWARE"]
                 .into_iter()
@@ -315,12 +322,6 @@ fn presence(env: &Env<'_>, via: Via, o: &mut Sink) {
                         "not sent: {} (PATH_INFO is set only with extra path)",
                         optional.join(", ")
                     ),
-                );
-            }
-            if !env.0.iter().any(|(n, _)| n.starts_with(b"HTTP_")) {
-                o.broken(
-                    "SCGI-3-8",
-                    "no HTTP_* variables: the request headers were not sent",
                 );
             }
         }
