@@ -506,6 +506,34 @@ else
     missing lighttpd "not installed"
 fi
 
+# ---------------------------------------------------------------------- portico as client
+# portico's own FastCGI and SCGI clients (its backends) checked by `probe --serve`
+# (FCGI-T-18, SCGI-T-13, T-16): portico serves HTTP and forwards /probe/ to the probe.
+portico_client() {
+    local id=$1 kind=$2 hport pid
+    hport=$(free_port)
+    cat >"$TMP/$id.toml" <<CONF
+[server]
+access_log = "off"
+[[listen]]
+address = "127.0.0.1:$hport"
+[[route]]
+prefix = "/probe/"
+$kind = { upstreams = ["127.0.0.1:$SERVE_PORT"], read_timeout = "10s" }
+CONF
+    start_bg "$id-gw" "$PORTICO" serve --config "$TMP/$id.toml"
+    pid=$STARTED
+    if wait_port "$hport" "$pid"; then serve_finish "$id" "$hport"; else missing "$id" "did not start"; fi
+    stop "$pid"
+}
+
+add_row portico-fcgi-client "portico FastCGI client (--serve)" "FastCGI ws" "$PORTICO_VERSION" own
+if serve_start portico-fcgi-client; then
+    portico_client portico-fcgi-client fastcgi
+else
+    record portico-fcgi-client "$TMP/portico-fcgi-client.report" "did not listen"
+fi
+
 # ---------------------------------------------------------------------- --serve scgi
 # serve_start_scgi ID: as serve_start, with `probe --serve scgi://…` (SCGI-T-13, T-16).
 serve_start_scgi() {
@@ -594,6 +622,13 @@ CONF
     fi
 else
     missing apache-scgi "not installed"
+fi
+
+add_row portico-scgi-client "portico SCGI client (--serve scgi)" "SCGI ws" "$PORTICO_VERSION" own
+if serve_start_scgi portico-scgi-client; then
+    portico_client portico-scgi-client scgi
+else
+    record portico-scgi-client "$TMP/portico-scgi-client.report" "did not listen"
 fi
 
 # ---------------------------------------------------------------------- the document

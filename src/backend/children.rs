@@ -23,8 +23,6 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fastcgi_client::Client;
-
 use super::BackendError;
 use super::fastcgi::FcgiClient;
 use crate::config::{Children, Gateway, PoolMode};
@@ -493,7 +491,7 @@ impl Lease {
     pub(crate) async fn connect(&self) -> Result<FcgiClient, BackendError> {
         let path = self.pool.dir.join(format!("child-{}.sock", self.id));
         match rt::timeout(Duration::from_secs(5), rt::Connection::unix(&path)).await {
-            Ok(Ok(c)) => Ok(Client::new_keep_alive(rt::Buffered::new(c))),
+            Ok(Ok(c)) => Ok(super::fastcgi::new_client(c)),
             Ok(Err(e)) => Err(BackendError::BadGateway(format!(
                 "{}: cannot connect to child: {e}",
                 self.pool.name

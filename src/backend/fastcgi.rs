@@ -30,7 +30,70 @@ use crate::rt;
 use crate::stats::{PoolStats, Stats};
 
 /// A kept connection to a FastCGI application.
-pub(crate) type FcgiClient = Client<rt::Buffered<rt::Connection>, KeepAlive>;
+pub(crate) type FcgiClient = Client<OneStdinEnd<rt::Buffered<rt::Connection>>, KeepAlive>;
+
+/// A kept connection for fastcgi-client to a FastCGI application at `conn`.
+pub(crate) fn new_client(conn: rt::Connection) -> FcgiClient {
+    Client::new_keep_alive(OneStdinEnd {
+        inner: rt::Buffered::new(conn),
+        last_was_stdin_end: false,
+    })
+}
+
+/// Works around fastcgi-client sending the empty STDIN record twice for a request
+/// without a body (its batch writer emits one for an empty body, then the terminator),
+/// which breaks FCGI-3.3-16 and makes a strict application close the connection
+/// (`portico probe --serve` found it). The crate writes each record header on its own,
+/// so a second empty STDIN header right after the first is dropped here.
+pub(crate) struct OneStdinEnd<W> {
+    inner: W,
+    last_was_stdin_end: bool,
+}
+
+impl<W: rt::AsyncRead + Unpin> rt::AsyncRead for OneStdinEnd<W> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<W: rt::AsyncWrite + Unpin> rt::AsyncWrite for OneStdinEnd<W> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        // version 1, type STDIN (5), any id, content length 0, padding 0.
+        let stdin_end = buf.len() == 8 && buf[0] == 1 && buf[1] == 5 && buf[4..7] == [0, 0, 0];
+        if stdin_end && self.last_was_stdin_end {
+            return std::task::Poll::Ready(Ok(buf.len()));
+        }
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = &r
+            && *n > 0
+        {
+            self.last_was_stdin_end = stdin_end;
+        }
+        r
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
 
 /// A FastCGI route's backend.
 pub struct FastcgiBackend {
@@ -135,7 +198,7 @@ impl FastcgiBackend {
                         let c = match client.take() {
                             Some(c) => c,
                             None => match up.up.connect(settings.connect_timeout).await {
-                                Ok(c) => Client::new_keep_alive(rt::Buffered::new(c)),
+                                Ok(c) => new_client(c),
                                 Err(e) => {
                                     up.up.mark_down(settings.down_backoff, &e.to_string());
                                     let _ = tx.send(Chunk::Failed(e)).await;
@@ -285,11 +348,7 @@ impl FastcgiBackend {
             }
             match u.up.connect(self.settings.connect_timeout).await {
                 Ok(c) => {
-                    return Ok((
-                        u.clone(),
-                        Client::new_keep_alive(rt::Buffered::new(c)),
-                        permit,
-                    ));
+                    return Ok((u.clone(), new_client(c), permit));
                 }
                 Err(e) => {
                     u.up.mark_down(self.settings.down_backoff, &e.to_string());
