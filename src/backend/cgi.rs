@@ -775,21 +775,32 @@ async fn pump(stdout: &mut ChildStdout, rest: Bytes, chunks: &Sender<Msg>) -> Re
             .await
             .map_err(|_| Stop::Cancelled)?;
     }
+    // Small reads reuse one small buffer; a read that fills it moves to full-size
+    // chunks, each handed on whole (no copy) and replaced.
+    let mut size = HEAD_READ;
+    let mut buf = vec![0u8; size];
     loop {
-        let mut buf = vec![0u8; OUTPUT_CHUNK];
+        if buf.len() < size {
+            buf = vec![0u8; size];
+        }
         let n = match stdout.read(&mut buf).await {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(Stop::Failed(format!("reading its output: {e}"))),
         };
+        let filled = n == buf.len();
         let data = if n < OUTPUT_CHUNK / 4 {
             // Do not pin a whole chunk's allocation for a few bytes.
             Bytes::copy_from_slice(buf.get(..n).unwrap_or_default())
         } else {
-            buf.truncate(n);
-            Bytes::from(buf)
+            let mut full = std::mem::take(&mut buf);
+            full.truncate(n);
+            Bytes::from(full)
         };
+        if filled {
+            size = OUTPUT_CHUNK;
+        }
         chunks
             .send(Msg::Data(data))
             .await
