@@ -39,26 +39,35 @@ const AUTHORIZER_GRACE: Duration = Duration::from_millis(100);
 /// Request IDs above this are reported against FCGI-3.3-11 ("keep request IDs small").
 const SMALL_ID: u16 = 1024;
 
+/// Where a `--serve` checker listens: TCP or a Unix socket.
+pub(crate) enum Bind {
+    /// `HOST:PORT`.
+    Tcp(String),
+    /// A socket path.
+    Unix(PathBuf),
+}
+
 enum Listener {
     Tcp(TcpListener),
     Unix(UnixListener, PathBuf),
 }
 
 impl Listener {
-    fn bind(target: &Target) -> io::Result<(Listener, String)> {
+    /// Binds; the text shown is `SCHEME://HOST:PORT` or `SCHEME+unix:/path`.
+    fn bind(target: &Bind, scheme: &str) -> io::Result<(Listener, String)> {
         match target {
-            Target::Tcp(addr) => {
+            Bind::Tcp(addr) => {
                 let l = TcpListener::bind(addr)?;
-                let shown = format!("fastcgi://{}", l.local_addr()?);
+                let shown = format!("{scheme}://{}", l.local_addr()?);
                 l.set_nonblocking(true)?;
                 Ok((Listener::Tcp(l), shown))
             }
-            Target::Unix(path) => {
+            Bind::Unix(path) => {
                 let l = UnixListener::bind(path)?;
                 l.set_nonblocking(true)?;
                 Ok((
                     Listener::Unix(l, path.clone()),
-                    format!("fastcgi+unix:{}", path.display()),
+                    format!("{scheme}+unix:{}", path.display()),
                 ))
             }
         }
@@ -90,20 +99,23 @@ impl Drop for Listener {
     }
 }
 
-/// What every connection thread shares.
-struct Shared {
+/// What every connection thread of a `--serve` checker shares.
+pub(crate) struct Shared {
     format: Format,
-    stop: AtomicBool,
+    /// Set when the checker is to stop (request limit reached, or a signal).
+    pub(crate) stop: AtomicBool,
     served: AtomicUsize,
-    next_request: AtomicUsize,
+    /// The number the next request is reported under.
+    pub(crate) next_request: AtomicUsize,
     limit: Option<usize>,
-    timeout: Duration,
+    /// The per-check time limit.
+    pub(crate) timeout: Duration,
     findings: Mutex<Vec<Finding>>,
 }
 
 impl Shared {
     /// Prints (text format) and keeps the findings of one request or connection.
-    fn publish(&self, title: &str, findings: Vec<Finding>) {
+    pub(crate) fn publish(&self, title: &str, findings: Vec<Finding>) {
         if findings.is_empty() {
             return;
         }
@@ -122,7 +134,7 @@ impl Shared {
     }
 
     /// Counts an answered request; stops the server at the limit.
-    fn served_one(&self) {
+    pub(crate) fn served_one(&self) {
         let n = self.served.fetch_add(1, Ordering::SeqCst) + 1;
         if self.limit.is_some_and(|l| n >= l) {
             self.stop.store(true, Ordering::SeqCst);
@@ -130,7 +142,8 @@ impl Shared {
     }
 }
 
-/// `portico probe --serve …`: listens until `--requests` or a signal, then prints the summary.
+/// `portico probe --serve fastcgi://…`: listens until `--requests` or a signal, then
+/// prints the summary.
 pub fn run(args: &ProbeArgs) -> ExitCode {
     let first = args.target.first().map(String::as_str).unwrap_or_default();
     let Some(target) = Target::parse(first) else {
@@ -139,10 +152,30 @@ pub fn run(args: &ProbeArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     };
-    let (listener, shown) = match Listener::bind(&target) {
+    let bind = match target {
+        Target::Tcp(a) => Bind::Tcp(a),
+        Target::Unix(p) => Bind::Unix(p),
+    };
+    run_server(args, &bind, "fastcgi", serve_conn)
+}
+
+/// Runs a `--serve` checker on `bind`: one thread per connection running `serve_conn`,
+/// until `--requests` or SIGINT/SIGTERM; then the summary (or the whole report in JSON
+/// or JUnit). The exit status is 1 if any FAIL.
+pub(crate) fn run_server(
+    args: &ProbeArgs,
+    bind: &Bind,
+    scheme: &str,
+    serve_conn: fn(Stream, usize, &Shared),
+) -> ExitCode {
+    let (listener, shown) = match Listener::bind(bind, scheme) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("portico probe --serve: cannot listen on {target}: {e}");
+            let at = match bind {
+                Bind::Tcp(a) => a.clone(),
+                Bind::Unix(p) => p.display().to_string(),
+            };
+            eprintln!("portico probe --serve: cannot listen on {at}: {e}");
             return ExitCode::from(2);
         }
     };
@@ -210,7 +243,7 @@ pub fn run(args: &ProbeArgs) -> ExitCode {
 fn watch_signals(shared: &Arc<Shared>) {
     use futures_lite::StreamExt;
     let sh = shared.clone();
-    match async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term]) {
+    match crate::rt::signals() {
         Ok(mut signals) => {
             thread::spawn(move || {
                 if futures_lite::future::block_on(signals.next()).is_some() {

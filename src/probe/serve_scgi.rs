@@ -21,13 +21,9 @@
 //! requests, or on SIGINT/SIGTERM. The exit status is 1 if any FAIL.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpListener};
-use std::os::unix::net::UnixListener;
-use std::path::PathBuf;
+use std::net::Shutdown;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use proto::Status;
@@ -35,8 +31,9 @@ use proto::scgi::{Error as ScgiError, parse_netstring};
 
 use super::ProbeArgs;
 use super::fastcgi::Stream;
-use super::report::{Finding, Format, Report, Verdict};
+use super::report::{Finding, Verdict};
 use super::scgi::Target;
+use super::serve::{Bind, Shared, run_server};
 use super::serve_cgi::{Env, Sink, Via, meta_findings};
 
 /// The largest header block portico waits for (SCGI-AMB-4: the specification sets none).
@@ -51,94 +48,6 @@ const AFTER_BODY: Duration = Duration::from_millis(50);
 /// More digits than this before the colon is not a length.
 const MAX_DIGITS: usize = 20;
 
-enum Listener {
-    Tcp(TcpListener),
-    Unix(UnixListener, PathBuf),
-}
-
-impl Listener {
-    fn bind(target: &Target) -> io::Result<(Listener, String)> {
-        match target {
-            Target::Tcp(addr) => {
-                let l = TcpListener::bind(addr)?;
-                let shown = format!("scgi://{}", l.local_addr()?);
-                l.set_nonblocking(true)?;
-                Ok((Listener::Tcp(l), shown))
-            }
-            Target::Unix(path) => {
-                let l = UnixListener::bind(path)?;
-                l.set_nonblocking(true)?;
-                Ok((
-                    Listener::Unix(l, path.clone()),
-                    format!("scgi+unix:{}", path.display()),
-                ))
-            }
-        }
-    }
-
-    fn accept(&self) -> io::Result<Option<Stream>> {
-        let r = match self {
-            Listener::Tcp(l) => l.accept().map(|(s, _)| {
-                let _ = s.set_nodelay(true);
-                s.set_nonblocking(false).map(|()| Stream::Tcp(s))
-            }),
-            Listener::Unix(l, _) => l
-                .accept()
-                .map(|(s, _)| s.set_nonblocking(false).map(|()| Stream::Unix(s))),
-        };
-        match r {
-            Ok(s) => s.map(Some),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        if let Listener::Unix(_, path) = self {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
-
-/// What every connection thread shares.
-struct Shared {
-    format: Format,
-    stop: AtomicBool,
-    served: AtomicUsize,
-    next_request: AtomicUsize,
-    limit: Option<usize>,
-    timeout: Duration,
-    findings: Mutex<Vec<Finding>>,
-}
-
-impl Shared {
-    /// Prints (text format) and keeps the findings of one request.
-    fn publish(&self, title: &str, findings: Vec<Finding>) {
-        if let Ok(mut all) = self.findings.lock() {
-            if self.format == Format::Text {
-                let stdout = io::stdout();
-                let mut out = stdout.lock();
-                let _ = writeln!(out, "== {title}");
-                for f in &findings {
-                    let _ = writeln!(out, "{}", f.line());
-                }
-                let _ = out.flush();
-            }
-            all.extend(findings);
-        }
-    }
-
-    /// Counts an answered request; stops the server at the limit.
-    fn served_one(&self) {
-        let n = self.served.fetch_add(1, Ordering::SeqCst) + 1;
-        if self.limit.is_some_and(|l| n >= l) {
-            self.stop.store(true, Ordering::SeqCst);
-        }
-    }
-}
-
 /// `portico probe --serve scgi://…`: listens until `--requests` or a signal, then prints
 /// the summary; the exit status is 1 if any FAIL.
 pub fn run(args: &ProbeArgs) -> ExitCode {
@@ -149,87 +58,11 @@ pub fn run(args: &ProbeArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     };
-    let (listener, shown) = match Listener::bind(&target) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("portico probe --serve: cannot listen on {first}: {e}");
-            return ExitCode::from(2);
-        }
+    let bind = match target {
+        Target::Tcp(a) => Bind::Tcp(a),
+        Target::Unix(p) => Bind::Unix(p),
     };
-    eprintln!("portico probe: listening on {shown}");
-    let shared = Arc::new(Shared {
-        format: args.format,
-        stop: AtomicBool::new(false),
-        served: AtomicUsize::new(0),
-        next_request: AtomicUsize::new(1),
-        limit: args.requests,
-        timeout: args.check_timeout,
-        findings: Mutex::new(Vec::new()),
-    });
-    watch_signals(&shared);
-    let start = Instant::now();
-    let mut conns = 0usize;
-    let mut threads = Vec::new();
-    while !shared.stop.load(Ordering::SeqCst) {
-        match listener.accept() {
-            Ok(Some(stream)) => {
-                conns += 1;
-                let sh = shared.clone();
-                let n = conns;
-                threads.push(thread::spawn(move || serve_conn(stream, n, &sh)));
-            }
-            Ok(None) => thread::sleep(Duration::from_millis(10)),
-            Err(e) => {
-                eprintln!("portico probe --serve: accept: {e}");
-                thread::sleep(Duration::from_millis(50));
-            }
-        }
-    }
-    // Connection threads see the stop flag within one read timeout.
-    let until = Instant::now() + Duration::from_millis(500);
-    for t in threads {
-        while !t.is_finished() && Instant::now() < until {
-            thread::sleep(Duration::from_millis(5));
-        }
-        if t.is_finished() {
-            let _ = t.join();
-        }
-    }
-    drop(listener);
-    let findings = shared
-        .findings
-        .lock()
-        .map(|f| f.clone())
-        .unwrap_or_default();
-    let report = Report {
-        target: format!("--serve {shown}"),
-        findings,
-        elapsed: start.elapsed(),
-    };
-    match args.format {
-        Format::Text => println!("{}", report.summary_line()),
-        f => print!("{}", report.render(f)),
-    }
-    if report.failed() {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    }
-}
-
-fn watch_signals(shared: &Arc<Shared>) {
-    use futures_lite::StreamExt;
-    let sh = shared.clone();
-    match async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term]) {
-        Ok(mut signals) => {
-            thread::spawn(move || {
-                if futures_lite::future::block_on(signals.next()).is_some() {
-                    sh.stop.store(true, Ordering::SeqCst);
-                }
-            });
-        }
-        Err(e) => eprintln!("portico probe --serve: cannot watch signals: {e}"),
-    }
+    run_server(args, &bind, "scgi", serve_conn)
 }
 
 // ---------------------------------------------------------------------------------------------
