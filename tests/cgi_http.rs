@@ -471,3 +471,25 @@ fn orphaned_grandchildren_are_reaped() {
         .collect();
     assert!(adopted.is_empty(), "children left: {adopted:?}");
 }
+
+#[test]
+fn cgi_9_6_slow_client_holds_back_the_script() {
+    // Backpressure: a client that stops reading must stop the script, not fill the
+    // gateway's memory (hyper's pipeline_flush once disabled this).
+    let p = Portico::start(
+        CONFIG
+            .replace("timeout = \"2s\"", "timeout = \"60s\"")
+            .as_str(),
+    );
+    let mut s = p.connect();
+    s.write_all(b"GET /cgi-bin/big.cgi?300000000 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let _ = s.read(&mut buf).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let rss = rss_kb(p.pid());
+    assert!(
+        rss < 64 * 1024,
+        "gateway RSS {rss} kB with a stalled client"
+    );
+}

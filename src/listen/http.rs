@@ -78,7 +78,9 @@ async fn connection(
     builder
         .timer(rt::HyperTimer)
         .keep_alive(true)
-        .pipeline_flush(true)
+        // Not `pipeline_flush`: with it hyper treats its write buffer as never full and
+        // keeps pulling the response body while the client is slow — a streamed CGI
+        // response then piles up in memory (seen: 150 MB for a 1 GiB response).
         .half_close(false)
         .header_read_timeout(settings.header_timeout)
         // hyper drops the connection without a word when its own limits are hit, so
