@@ -121,6 +121,24 @@ pub struct Finding {
 }
 
 impl Finding {
+    fn with(
+        verdict: Verdict,
+        check: &str,
+        clause: &str,
+        level: Level,
+        side: Side,
+        observation: String,
+    ) -> Finding {
+        Finding {
+            check: check.into(),
+            clause: clause.into(),
+            level,
+            side,
+            verdict,
+            observation,
+        }
+    }
+
     /// A clause that held.
     pub fn pass(
         check: &str,
@@ -129,14 +147,14 @@ impl Finding {
         side: Side,
         observation: impl Into<String>,
     ) -> Finding {
-        Finding {
-            check: check.into(),
-            clause: clause.into(),
+        Finding::with(
+            Verdict::Pass,
+            check,
+            clause,
             level,
             side,
-            verdict: Verdict::Pass,
-            observation: observation.into(),
-        }
+            observation.into(),
+        )
     }
 
     /// A clause that was broken: the verdict follows the level.
@@ -147,14 +165,14 @@ impl Finding {
         side: Side,
         observation: impl Into<String>,
     ) -> Finding {
-        Finding {
-            check: check.into(),
-            clause: clause.into(),
+        Finding::with(
+            level.broken(),
+            check,
+            clause,
             level,
             side,
-            verdict: level.broken(),
-            observation: observation.into(),
-        }
+            observation.into(),
+        )
     }
 
     /// An observation (INFO) about a clause.
@@ -165,14 +183,14 @@ impl Finding {
         side: Side,
         observation: impl Into<String>,
     ) -> Finding {
-        Finding {
-            check: check.into(),
-            clause: clause.into(),
+        Finding::with(
+            Verdict::Info,
+            check,
+            clause,
             level,
             side,
-            verdict: Verdict::Info,
-            observation: observation.into(),
-        }
+            observation.into(),
+        )
     }
 
     /// A check that could not run.
@@ -183,14 +201,14 @@ impl Finding {
         side: Side,
         observation: impl Into<String>,
     ) -> Finding {
-        Finding {
-            check: check.into(),
-            clause: clause.into(),
+        Finding::with(
+            Verdict::Error,
+            check,
+            clause,
             level,
             side,
-            verdict: Verdict::Error,
-            observation: observation.into(),
-        }
+            observation.into(),
+        )
     }
 
     /// `PASS FCGI-4.2-1 MUST app: observation [check]`.
