@@ -78,6 +78,10 @@ fn systemd_socket_activation_by_name() {
             if libc::dup2(fd, 4) < 0 || libc::dup2(0, 3) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // dup2 onto itself (the listener may already be fd 4) keeps FD_CLOEXEC.
+            if libc::fcntl(4, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             Ok(())
         });
     }
