@@ -25,9 +25,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, TcpStream};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
@@ -45,60 +44,7 @@ use super::report::{Finding, Level, Report, Side};
 // ---------------------------------------------------------------------------------------------
 // Targets and streams
 
-/// Where the application listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// `fastcgi://HOST:PORT`.
-    Tcp(String),
-    /// `fastcgi+unix:/path`.
-    Unix(PathBuf),
-}
-
-impl Target {
-    /// Parses `fastcgi://HOST:PORT` or `fastcgi+unix:/path` (also `fastcgi+unix:///path`).
-    pub fn parse(s: &str) -> Option<Target> {
-        if let Some(rest) = s.strip_prefix("fastcgi://") {
-            let rest = rest.trim_end_matches('/');
-            let (host, port) = rest.rsplit_once(':')?;
-            if host.is_empty() || port.parse::<u16>().is_err() {
-                return None;
-            }
-            return Some(Target::Tcp(rest.to_owned()));
-        }
-        let path = s.strip_prefix("fastcgi+unix:")?;
-        let path = path.strip_prefix("//").unwrap_or(path);
-        (!path.is_empty()).then(|| Target::Unix(PathBuf::from(path)))
-    }
-
-    /// Connects, giving up after `timeout`.
-    pub fn connect(&self, timeout: Duration) -> io::Result<Stream> {
-        match self {
-            Target::Tcp(addr) => {
-                let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
-                for a in addr.to_socket_addrs()? {
-                    match TcpStream::connect_timeout(&a, timeout) {
-                        Ok(s) => {
-                            let _ = s.set_nodelay(true);
-                            return Ok(Stream::Tcp(s));
-                        }
-                        Err(e) => last = e,
-                    }
-                }
-                Err(last)
-            }
-            Target::Unix(path) => UnixStream::connect(path).map(Stream::Unix),
-        }
-    }
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Target::Tcp(a) => write!(f, "fastcgi://{a}"),
-            Target::Unix(p) => write!(f, "fastcgi+unix:{}", p.display()),
-        }
-    }
-}
+pub use super::Target;
 
 /// A connected byte stream, TCP or Unix-domain.
 #[derive(Debug)]
@@ -1064,7 +1010,7 @@ impl Ctx {
             Err(e) => {
                 o.error(
                     "FCGI-3.2-1",
-                    format!("cannot connect to {}: {e}", self.target),
+                    format!("cannot connect to {}: {e}", self.target.shown("fastcgi")),
                 );
                 None
             }
@@ -4176,7 +4122,10 @@ pub fn probe(target: &Target, label: &str, opts: &Options) -> Report {
     let mut ctx = Ctx::new(target.clone(), opts);
     if let Err(e) = target.connect(opts.timeout) {
         let mut o = Out::new("connect");
-        o.error("FCGI-3.2-1", format!("cannot connect to {target}: {e}"));
+        o.error(
+            "FCGI-3.2-1",
+            format!("cannot connect to {}: {e}", target.shown("fastcgi")),
+        );
         return Report {
             target: label.to_owned(),
             findings: o.into_findings(),
@@ -4326,7 +4275,7 @@ pub fn run(args: &ProbeArgs) -> ExitCode {
                 return ExitCode::from(2);
             }
         },
-        None => match Target::parse(first) {
+        None => match Target::parse(first, "fastcgi") {
             Some(t) => (t, first.to_owned(), None),
             None => {
                 eprintln!(
@@ -4361,19 +4310,19 @@ mod tests {
     #[test]
     fn fcgi_3_4_2_target_parse() {
         assert_eq!(
-            Target::parse("fastcgi://127.0.0.1:9000"),
+            Target::parse("fastcgi://127.0.0.1:9000", "fastcgi"),
             Some(Target::Tcp("127.0.0.1:9000".into()))
         );
         assert_eq!(
-            Target::parse("fastcgi+unix:/run/x.sock"),
+            Target::parse("fastcgi+unix:/run/x.sock", "fastcgi"),
             Some(Target::Unix("/run/x.sock".into()))
         );
         assert_eq!(
-            Target::parse("fastcgi+unix:///run/x.sock"),
+            Target::parse("fastcgi+unix:///run/x.sock", "fastcgi"),
             Some(Target::Unix("/run/x.sock".into()))
         );
-        assert_eq!(Target::parse("fastcgi://nohost"), None);
-        assert_eq!(Target::parse("scgi://a:1"), None);
+        assert_eq!(Target::parse("fastcgi://nohost", "fastcgi"), None);
+        assert_eq!(Target::parse("scgi://a:1", "fastcgi"), None);
     }
 
     #[test]

@@ -55,6 +55,65 @@ pub struct ProbeArgs {
     pub params: Vec<String>,
 }
 
+/// Where an implementation listens (or a `--serve` checker is to listen): TCP or a Unix
+/// socket, written `SCHEME://HOST:PORT` or `SCHEME+unix:/path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `HOST:PORT`.
+    Tcp(String),
+    /// A socket path.
+    Unix(std::path::PathBuf),
+}
+
+impl Target {
+    /// Parses `SCHEME://HOST:PORT` or `SCHEME+unix:/path` (also `SCHEME+unix:///path`);
+    /// `None` for anything else.
+    pub fn parse(s: &str, scheme: &str) -> Option<Target> {
+        if let Some(rest) = s.strip_prefix(scheme).and_then(|r| r.strip_prefix("://")) {
+            let rest = rest.trim_end_matches('/');
+            let (host, port) = rest.rsplit_once(':')?;
+            if host.is_empty() || port.parse::<u16>().is_err() {
+                return None;
+            }
+            return Some(Target::Tcp(rest.to_owned()));
+        }
+        let path = s.strip_prefix(scheme)?.strip_prefix("+unix:")?;
+        let path = path.strip_prefix("//").unwrap_or(path);
+        (!path.is_empty()).then(|| Target::Unix(std::path::PathBuf::from(path)))
+    }
+
+    /// Connects, giving up after `timeout`.
+    pub fn connect(&self, timeout: Duration) -> std::io::Result<fastcgi::Stream> {
+        use std::net::ToSocketAddrs;
+        match self {
+            Target::Tcp(addr) => {
+                let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
+                for a in addr.to_socket_addrs()? {
+                    match std::net::TcpStream::connect_timeout(&a, timeout) {
+                        Ok(s) => {
+                            let _ = s.set_nodelay(true);
+                            return Ok(fastcgi::Stream::Tcp(s));
+                        }
+                        Err(e) => last = e,
+                    }
+                }
+                Err(last)
+            }
+            Target::Unix(path) => {
+                std::os::unix::net::UnixStream::connect(path).map(fastcgi::Stream::Unix)
+            }
+        }
+    }
+
+    /// The target written with `scheme`.
+    pub fn shown(&self, scheme: &str) -> String {
+        match self {
+            Target::Tcp(a) => format!("{scheme}://{a}"),
+            Target::Unix(p) => format!("{scheme}+unix:{}", p.display()),
+        }
+    }
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::config::parse_duration(s)
 }
@@ -82,7 +141,7 @@ pub fn run(args: ProbeArgs) -> ExitCode {
         return fastcgi::run(&args);
     }
     let report = if first.starts_with("scgi") {
-        let Some(target) = scgi::Target::parse(first) else {
+        let Some(target) = Target::parse(first, "scgi") else {
             eprintln!(
                 "portico probe: bad SCGI target {first:?} (scgi://HOST:PORT or scgi+unix:/path)"
             );

@@ -10,9 +10,7 @@
 //! (REQUEST_URI from `--path`, plus every `--param`).
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::net::Shutdown;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -24,35 +22,13 @@ use super::ProbeArgs;
 use super::cgi::{head_error, response_findings};
 use super::report::{Finding, Level, Report, Side};
 
-/// Where an SCGI server listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// `scgi://HOST:PORT`
-    Tcp(String),
-    /// `scgi+unix:/path`
-    Unix(PathBuf),
-}
+pub use super::Target;
 
-impl Target {
-    /// Parses `scgi://HOST:PORT` or `scgi+unix:/path`; `None` for anything else.
-    pub fn parse(target: &str) -> Option<Target> {
-        if let Some(rest) = target.strip_prefix("scgi+unix:") {
-            let path = rest.strip_prefix("//").unwrap_or(rest);
-            return (!path.is_empty()).then(|| Target::Unix(PathBuf::from(path)));
-        }
-        let rest = target.strip_prefix("scgi://")?;
-        let rest = rest.trim_end_matches('/');
-        (rest
-            .rsplit_once(':')
-            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()))
-        .then(|| Target::Tcp(rest.to_string()))
-    }
-
-    fn port(&self) -> &str {
-        match self {
-            Target::Tcp(a) => a.rsplit_once(':').map_or("80", |(_, p)| p),
-            Target::Unix(_) => "80",
-        }
+/// The port SERVER_PORT names (80 for a Unix socket).
+fn port(target: &Target) -> &str {
+    match target {
+        Target::Tcp(a) => a.rsplit_once(':').map_or("80", |(_, p)| p),
+        Target::Unix(_) => "80",
     }
 }
 
@@ -84,88 +60,6 @@ fn info(check: &str, id: &str, obs: impl Into<String>) -> Finding {
 }
 
 // ---- transport ----------------------------------------------------------------------
-
-/// A connected stream socket, TCP or Unix.
-enum Stream {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-}
-
-impl Stream {
-    fn connect(target: &Target, limit: Duration) -> io::Result<Stream> {
-        match target {
-            Target::Tcp(addr) => {
-                let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
-                for a in addr.to_socket_addrs()? {
-                    match TcpStream::connect_timeout(&a, limit) {
-                        Ok(s) => {
-                            let _ = s.set_nodelay(true);
-                            return Ok(Stream::Tcp(s));
-                        }
-                        Err(e) => last = e,
-                    }
-                }
-                Err(last)
-            }
-            Target::Unix(path) => UnixStream::connect(path).map(Stream::Unix),
-        }
-    }
-
-    fn try_clone(&self) -> io::Result<Stream> {
-        Ok(match self {
-            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
-            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
-        })
-    }
-
-    fn set_read_timeout(&self, d: Duration) -> io::Result<()> {
-        let d = Some(d.max(Duration::from_millis(1)));
-        match self {
-            Stream::Tcp(s) => s.set_read_timeout(d),
-            Stream::Unix(s) => s.set_read_timeout(d),
-        }
-    }
-
-    fn set_write_timeout(&self, d: Duration) -> io::Result<()> {
-        let d = Some(d.max(Duration::from_millis(1)));
-        match self {
-            Stream::Tcp(s) => s.set_write_timeout(d),
-            Stream::Unix(s) => s.set_write_timeout(d),
-        }
-    }
-
-    fn shutdown(&self) {
-        let _ = match self {
-            Stream::Tcp(s) => s.shutdown(Shutdown::Both),
-            Stream::Unix(s) => s.shutdown(Shutdown::Both),
-        };
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.read(buf),
-            Stream::Unix(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.write(buf),
-            Stream::Unix(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.flush(),
-            Stream::Unix(s) => s.flush(),
-        }
-    }
-}
 
 /// How the connection stood when a check stopped reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,9 +111,9 @@ fn exchange(
 ) -> io::Result<Exchange> {
     let start = Instant::now();
     let deadline = start + limit;
-    let mut reader = Stream::connect(target, limit)?;
+    let mut reader = target.connect(limit)?;
     let mut writer = reader.try_clone()?;
-    writer.set_write_timeout(limit)?;
+    writer.set_write_timeout(Some(limit))?;
     let handle = thread::spawn(move || match per_byte {
         None => writer.write_all(&bytes).is_ok(),
         Some(pause) => {
@@ -240,7 +134,7 @@ fn exchange(
         if now >= deadline || (first_byte && !data.is_empty()) {
             break;
         }
-        reader.set_read_timeout(deadline - now)?;
+        reader.set_read_timeout(Some(deadline - now))?;
         match reader.read(&mut chunk) {
             Ok(0) => {
                 end = End::Eof;
@@ -267,7 +161,7 @@ fn exchange(
         }
     }
     let elapsed = start.elapsed();
-    reader.shutdown();
+    let _ = reader.shutdown(Shutdown::Both);
     let _ = handle.join();
     Ok(Exchange { data, end, elapsed })
 }
@@ -389,7 +283,7 @@ impl Ctx<'_> {
             ("PATH_INFO", String::new()),
             ("QUERY_STRING", query.into()),
             ("SERVER_NAME", "localhost".into()),
-            ("SERVER_PORT", self.target.port().into()),
+            ("SERVER_PORT", port(self.target).into()),
             ("SERVER_PROTOCOL", "HTTP/1.1".into()),
             (
                 "SERVER_SOFTWARE",
@@ -657,7 +551,7 @@ pub fn probe(target: &Target, args: &ProbeArgs) -> Report {
             .collect(),
     };
     let mut findings = Vec::new();
-    if let Err(e) = Stream::connect(target, ctx.limit) {
+    if let Err(e) = target.connect(ctx.limit) {
         findings.push(Finding::error(
             "connect",
             "SCGI-2-1",
@@ -698,10 +592,7 @@ pub fn probe(target: &Target, args: &ProbeArgs) -> Report {
         }
     }
     Report {
-        target: match target {
-            Target::Tcp(a) => format!("scgi://{a}"),
-            Target::Unix(p) => format!("scgi+unix:{}", p.display()),
-        },
+        target: target.shown("scgi"),
         findings,
         elapsed: start.elapsed(),
     }
@@ -1330,15 +1221,15 @@ mod tests {
     #[test]
     fn targets_parse() {
         assert_eq!(
-            Target::parse("scgi://127.0.0.1:9000"),
+            Target::parse("scgi://127.0.0.1:9000", "scgi"),
             Some(Target::Tcp("127.0.0.1:9000".into()))
         );
         assert_eq!(
-            Target::parse("scgi+unix:/run/x.sock"),
+            Target::parse("scgi+unix:/run/x.sock", "scgi"),
             Some(Target::Unix("/run/x.sock".into()))
         );
-        assert_eq!(Target::parse("scgi://nohost"), None);
-        assert_eq!(Target::parse("fastcgi://127.0.0.1:9000"), None);
+        assert_eq!(Target::parse("scgi://nohost", "scgi"), None);
+        assert_eq!(Target::parse("fastcgi://127.0.0.1:9000", "scgi"), None);
     }
 
     #[test]

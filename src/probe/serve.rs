@@ -39,14 +39,6 @@ const AUTHORIZER_GRACE: Duration = Duration::from_millis(100);
 /// Request IDs above this are reported against FCGI-3.3-11 ("keep request IDs small").
 const SMALL_ID: u16 = 1024;
 
-/// Where a `--serve` checker listens: TCP or a Unix socket.
-pub(crate) enum Bind {
-    /// `HOST:PORT`.
-    Tcp(String),
-    /// A socket path.
-    Unix(PathBuf),
-}
-
 enum Listener {
     Tcp(TcpListener),
     Unix(UnixListener, PathBuf),
@@ -54,15 +46,15 @@ enum Listener {
 
 impl Listener {
     /// Binds; the text shown is `SCHEME://HOST:PORT` or `SCHEME+unix:/path`.
-    fn bind(target: &Bind, scheme: &str) -> io::Result<(Listener, String)> {
+    fn bind(target: &Target, scheme: &str) -> io::Result<(Listener, String)> {
         match target {
-            Bind::Tcp(addr) => {
+            Target::Tcp(addr) => {
                 let l = TcpListener::bind(addr)?;
                 let shown = format!("{scheme}://{}", l.local_addr()?);
                 l.set_nonblocking(true)?;
                 Ok((Listener::Tcp(l), shown))
             }
-            Bind::Unix(path) => {
+            Target::Unix(path) => {
                 let l = UnixListener::bind(path)?;
                 l.set_nonblocking(true)?;
                 Ok((
@@ -146,17 +138,13 @@ impl Shared {
 /// prints the summary.
 pub fn run(args: &ProbeArgs) -> ExitCode {
     let first = args.target.first().map(String::as_str).unwrap_or_default();
-    let Some(target) = Target::parse(first) else {
+    let Some(target) = Target::parse(first, "fastcgi") else {
         eprintln!(
             "portico probe --serve: expected fastcgi://HOST:PORT or fastcgi+unix:/path, got {first:?}"
         );
         return ExitCode::from(2);
     };
-    let bind = match target {
-        Target::Tcp(a) => Bind::Tcp(a),
-        Target::Unix(p) => Bind::Unix(p),
-    };
-    run_server(args, &bind, "fastcgi", serve_conn)
+    run_server(args, &target, "fastcgi", serve_conn)
 }
 
 /// Runs a `--serve` checker on `bind`: one thread per connection running `serve_conn`,
@@ -164,17 +152,14 @@ pub fn run(args: &ProbeArgs) -> ExitCode {
 /// or JUnit). The exit status is 1 if any FAIL.
 pub(crate) fn run_server(
     args: &ProbeArgs,
-    bind: &Bind,
+    bind: &Target,
     scheme: &str,
     serve_conn: fn(Stream, usize, &Shared),
 ) -> ExitCode {
     let (listener, shown) = match Listener::bind(bind, scheme) {
         Ok(l) => l,
         Err(e) => {
-            let at = match bind {
-                Bind::Tcp(a) => a.clone(),
-                Bind::Unix(p) => p.display().to_string(),
-            };
+            let at = bind.shown(scheme);
             eprintln!("portico probe --serve: cannot listen on {at}: {e}");
             return ExitCode::from(2);
         }

@@ -30,10 +30,10 @@ use proto::Status;
 use proto::scgi::{Error as ScgiError, parse_netstring};
 
 use super::ProbeArgs;
+use super::Target;
 use super::fastcgi::Stream;
 use super::report::{Finding, Verdict};
-use super::scgi::Target;
-use super::serve::{Bind, Shared, run_server};
+use super::serve::{Shared, run_server};
 use super::serve_cgi::{Env, Sink, Via, meta_findings};
 
 /// The largest header block portico waits for (SCGI-AMB-4: the specification sets none).
@@ -52,17 +52,13 @@ const MAX_DIGITS: usize = 20;
 /// the summary; the exit status is 1 if any FAIL.
 pub fn run(args: &ProbeArgs) -> ExitCode {
     let first = args.target.first().map(String::as_str).unwrap_or_default();
-    let Some(target) = Target::parse(first) else {
+    let Some(target) = Target::parse(first, "scgi") else {
         eprintln!(
             "portico probe --serve: expected scgi://HOST:PORT or scgi+unix:/path, got {first:?}"
         );
         return ExitCode::from(2);
     };
-    let bind = match target {
-        Target::Tcp(a) => Bind::Tcp(a),
-        Target::Unix(p) => Bind::Unix(p),
-    };
-    run_server(args, &bind, "scgi", serve_conn)
+    run_server(args, &target, "scgi", serve_conn)
 }
 
 // ---------------------------------------------------------------------------------------------
