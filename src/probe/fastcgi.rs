@@ -994,6 +994,16 @@ impl Ctx {
         out
     }
 
+    /// Appends a GET request's PARAMS stream for `id`, terminator included.
+    fn get_params(&self, id: u16, out: &mut Vec<u8>) {
+        stream(
+            RecordType::PARAMS,
+            id,
+            &pairs_bytes(&self.params("GET", None)),
+            out,
+        );
+    }
+
     fn get(&self, id: u16, keep: bool) -> Vec<u8> {
         let p = self.params("GET", None);
         self.request(id, Role::RESPONDER, keep, &p, Some(b""), None)
@@ -1786,12 +1796,7 @@ fn get_values_mid_request(ctx: &Ctx, o: &mut Out) {
     };
     let mut b = Vec::new();
     begin(1, 1, 1, &mut b);
-    stream(
-        RecordType::PARAMS,
-        1,
-        &pairs_bytes(&ctx.params("GET", None)),
-        &mut b,
-    );
+    ctx.get_params(1, &mut b);
     client::encode_get_values(&[MPXS_CONNS], &mut b);
     stream(RecordType::STDIN, 1, b"", &mut b);
     let from = c.send(&b);
@@ -1959,12 +1964,7 @@ fn unknown_type_request_id(ctx: &Ctx, o: &mut Out) {
     };
     let mut b = Vec::new();
     begin(1, 1, 0, &mut b);
-    stream(
-        RecordType::PARAMS,
-        1,
-        &pairs_bytes(&ctx.params("GET", None)),
-        &mut b,
-    );
+    ctx.get_params(1, &mut b);
     raw(RecordType(200), 1, b"x", 7, &mut b);
     stream(RecordType::STDIN, 1, b"", &mut b);
     let from = c.send(&b);
@@ -3132,12 +3132,7 @@ fn unknown_role(ctx: &Ctx, o: &mut Out, role: u16) {
     };
     let mut b = Vec::new();
     begin(1, role, 0, &mut b);
-    stream(
-        RecordType::PARAMS,
-        1,
-        &pairs_bytes(&ctx.params("GET", None)),
-        &mut b,
-    );
+    ctx.get_params(1, &mut b);
     stream(RecordType::STDIN, 1, b"", &mut b);
     let from = c.send(&b);
     let out = c.wait_end(1, from);
@@ -3763,12 +3758,7 @@ fn begin_body_short(ctx: &Ctx, o: &mut Out) {
         b"\x00\x01\x00\x00\x00",
         &mut b,
     );
-    stream(
-        RecordType::PARAMS,
-        1,
-        &pairs_bytes(&ctx.params("GET", None)),
-        &mut b,
-    );
+    ctx.get_params(1, &mut b);
     stream(RecordType::STDIN, 1, b"", &mut b);
     if let Some(s) = reaction(ctx, o, &b) {
         o.info(
@@ -3782,12 +3772,7 @@ fn begin_duplicate(ctx: &Ctx, o: &mut Out) {
     let mut b = Vec::new();
     begin(1, 1, 0, &mut b);
     begin(1, 1, 0, &mut b);
-    stream(
-        RecordType::PARAMS,
-        1,
-        &pairs_bytes(&ctx.params("GET", None)),
-        &mut b,
-    );
+    ctx.get_params(1, &mut b);
     stream(RecordType::STDIN, 1, b"", &mut b);
     if let Some(s) = reaction(ctx, o, &b) {
         o.info(
@@ -3800,12 +3785,7 @@ fn begin_duplicate(ctx: &Ctx, o: &mut Out) {
 fn ws_sends_app_type(ctx: &Ctx, o: &mut Out) {
     let mut b = Vec::new();
     begin(1, 1, 0, &mut b);
-    stream(
-        RecordType::PARAMS,
-        1,
-        &pairs_bytes(&ctx.params("GET", None)),
-        &mut b,
-    );
+    ctx.get_params(1, &mut b);
     encode_record(RecordType::STDOUT, 1, b"from the web server", &mut b);
     stream(RecordType::STDIN, 1, b"", &mut b);
     if let Some(s) = reaction(ctx, o, &b) {
