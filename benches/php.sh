@@ -7,7 +7,10 @@
 #   group B, php-cgi × N (no php-fpm) behind
 #     portico      managed children: fastcgi = { command = ["php-cgi"], processes = N }
 #     nginx        spawn-fcgi -C N php-cgi (PHP_FCGI_CHILDREN: N workers on one socket)
-# and prints requests/s, p99 and the ratio portico / best front in each group.
+# and prints requests/s, p99 and the ratio portico / best front in each group; and, as the
+# ceiling of group A, the FastCGI client alone (fastcgi-client as portico builds it, and
+# the portico-protocols client) against the same php-fpm with N kept connections and no
+# HTTP in front (benches/src/fcgi_client_floor.rs).
 #
 #   benches/php.sh               # ~1.5 minutes with the defaults
 #   DURATION=3s benches/php.sh   # shorter (also THREADS, CONNS, ROUNDS, WARMUP, PHP_N,
@@ -62,6 +65,12 @@ EOF
 start_fpm portico
 start_fpm nginx
 start_fpm lighttpd
+start_fpm floor
+
+# The client floor (no HTTP, no routing): benches/src/fcgi_client_floor.rs.
+FLOOR=$ROOT/target/release/examples/fcgi_client_floor
+(cd "$ROOT" && cargo build --release --quiet --example fcgi_client_floor)
+FLOOR_SECS=${DURATION%s}
 
 # --- group A: portico → php-fpm -----------------------------------------------------
 PA_PORT=$(free_port)
@@ -198,6 +207,10 @@ target a_nginx "A nginx > php-fpm" "$URL_NA"
 target a_lighttpd "A lighttpd > php-fpm" "$URL_L"
 target b_portico "B portico > php-cgi (managed children)" "$URL_PB"
 target b_nginx "B nginx > spawn-fcgi php-cgi" "$URL_NB"
+target_cmd f_crate "A fastcgi-client alone > php-fpm (no HTTP)" \
+    "$FLOOR" crate "$TMP/fpm-floor.sock" "$TMP/www/hello.php" "$PHP_N" "$FLOOR_SECS"
+target_cmd f_proto "A protocols client alone > php-fpm (no HTTP)" \
+    "$FLOOR" proto "$TMP/fpm-floor.sock" "$TMP/www/hello.php" "$PHP_N" "$FLOOR_SECS"
 run_targets
 
 # --- report -------------------------------------------------------------------------
@@ -217,6 +230,8 @@ row a_nginx
 row a_lighttpd
 row b_portico
 row b_nginx
+row f_crate "$PHP_N kept connections, one request at a time each"
+row f_proto "same, portico-protocols encoder and decoder"
 echo
 echo "ratios (target: portico >= 1.0x the best front, p99 no worse):"
 if awk -v a="${RPS[a_nginx]}" -v b="${RPS[a_lighttpd]}" 'BEGIN { exit !(a >= b) }'; then
@@ -232,6 +247,8 @@ for pair in "A a_portico $best_a" "B b_portico b_nginx"; do
         "$(verdict "$(le "${P99[$p]}" "${P99[$b]}")")"
 done
 printf '  A lighttpd / nginx: %sx\n' "$(ratio "${RPS[a_lighttpd]}" "${RPS[a_nginx]}")"
+printf '  A nginx / fastcgi-client alone: %sx; portico / fastcgi-client alone: %sx\n' \
+    "$(ratio "${RPS[a_nginx]}" "${RPS[f_crate]}")" "$(ratio "${RPS[a_portico]}" "${RPS[f_crate]}")"
 for id in A:$PORTICO_A_PID B:$PORTICO_B_PID; do
     log=$TMP/portico-$(echo "${id%%:*}" | tr AB ab).log
     other=$(grep -vc "listening on\|started child" "$log" || true)

@@ -490,3 +490,47 @@ fn php_cgi_child_idle_past_its_accept_timeout_still_serves() {
     std::thread::sleep(Duration::from_millis(6500));
     assert_eq!(fresh.get("/pid.php").status, 200);
 }
+
+/// The exchange runs in the task that answers the client: a client that leaves in the
+/// middle of a streamed reply, or a HEAD request (no body read), must still free the
+/// pooled connection and the in-flight count, or the next requests would queue forever.
+#[test]
+#[ignore = "needs php-fpm"]
+fn php_fpm_client_gone_midway_and_head_free_the_connection() {
+    let fpm = Fpm::start();
+    let config = fpm_config(fpm.port).replace("down_backoff", "max_conns = 1, down_backoff");
+    let p = Portico::start(&config);
+    for _ in 0..3 {
+        let mut s = p.connect();
+        s.write_all(b"GET /download.php?n=20000000 HTTP/1.1\r\nHost: h\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 65536];
+        let mut got = 0;
+        while got < 200_000 {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "reply ended early");
+            got += n;
+        }
+        drop(s);
+        let mut s = p.connect();
+        s.write_all(b"HEAD /download.php?n=1000 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let r = read_response(&mut BufReader::new(s), true).unwrap();
+        assert_eq!(r.status, 200);
+    }
+    // One connection slot: each of these would wait for it (and fail with 503 after the
+    // 2 s queue_timeout) if an abandoned exchange had kept it.
+    for _ in 0..5 {
+        let r = p.get("/pid.php");
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = p.get("/status").text();
+        if status.contains("\"in_flight\":0") && !status.contains("\"rejected\":1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -111,8 +111,10 @@ impl CgiBackend {
                 ))
             })?;
 
+        // A few stat/readlink calls on a warm dentry cache, made in place as the FastCGI
+        // and SCGI routes' script split is: a hop to the blocking pool and back cost more
+        // than the calls (perf under `benches/cgi.sh`).
         let target = {
-            let settings = settings.clone();
             let lookup = LookupRequest {
                 path: req.path.clone(),
                 base: m.base.clone(),
@@ -120,9 +122,7 @@ impl CgiBackend {
                 script_name: req.param(b"SCRIPT_NAME").cloned(),
                 path_info: req.param(b"PATH_INFO").cloned(),
             };
-            // Stats and canonicalisation are file-system calls: keep them off the
-            // reactor.
-            rt::spawn_blocking(move || resolve(&settings, &lookup)).await?
+            resolve(settings, &lookup)?
         };
 
         let (input, content_length) = self.take_input(&mut req).await?;

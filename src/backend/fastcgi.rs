@@ -29,11 +29,12 @@ use crate::model::Request;
 use crate::rt;
 use crate::stats::{PoolStats, Stats};
 
-/// A kept connection to a FastCGI application.
-pub(crate) type FcgiClient = Client<OneStdinEnd<rt::Buffered<rt::Connection>>, KeepAlive>;
+/// A kept connection to a FastCGI application, as the upstream pool holds it (public
+/// for `benches/src/fcgi_client_floor.rs`, which measures the crate alone).
+pub type FcgiClient = Client<OneStdinEnd<rt::Buffered<rt::Connection>>, KeepAlive>;
 
 /// A kept connection for fastcgi-client to a FastCGI application at `conn`.
-pub(crate) fn new_client(conn: rt::Connection) -> FcgiClient {
+pub fn new_client(conn: rt::Connection) -> FcgiClient {
     Client::new_keep_alive(OneStdinEnd {
         inner: rt::Buffered::new(conn),
         last_was_stdin_end: false,
@@ -45,7 +46,7 @@ pub(crate) fn new_client(conn: rt::Connection) -> FcgiClient {
 /// which breaks FCGI-3.3-16 and makes a strict application close the connection
 /// (`portico probe --serve` found it). The crate writes each record header on its own,
 /// so a second empty STDIN header right after the first is dropped here.
-pub(crate) struct OneStdinEnd<W> {
+pub struct OneStdinEnd<W> {
     inner: W,
     last_was_stdin_end: bool,
 }
@@ -183,14 +184,14 @@ impl FastcgiBackend {
         let (tx, rx) = rt::channel::bounded::<Chunk>(4);
         let body = BodyReader::new(body);
         let retry_ok = content_length == 0;
+        // The exchange, run by the task that reads its reply (see `gateway::respond`).
+        let mut driver: Option<gateway::Driver> = None;
         match &self.target {
             Target::Upstreams(ups) => {
                 let (up, client, permit) = self.checkout(ups).await?;
                 let settings = self.settings.clone();
-                let stats = self.stats.clone();
-                stats.in_flight.fetch_add(1, Relaxed);
-                up.up.in_flight.fetch_add(1, Relaxed);
-                drop(rt::spawn(async move {
+                let in_flight = InFlight::new(self.stats.clone(), up.clone());
+                driver = Some(Box::pin(async move {
                     let mut client = Some(client);
                     let mut body = Some(body);
                     let mut result = None;
@@ -238,15 +239,17 @@ impl FastcgiBackend {
                     {
                         idle.push(c);
                     }
-                    up.up.in_flight.fetch_sub(1, Relaxed);
-                    stats.in_flight.fetch_sub(1, Relaxed);
+                    drop(in_flight);
                     drop(permit);
                 }));
             }
             Target::Children(pool) => {
                 let lease = pool.checkout(self.settings.queue_timeout).await?;
                 let send_timeout = self.settings.send_timeout;
-                drop(rt::spawn(async move {
+                // With a terminate timeout the exchange runs on its own task, so the
+                // timer runs even while a slow client holds the response back.
+                let own_task = lease.terminate_timeout().is_some();
+                let exchange_fut: gateway::Driver = Box::pin(async move {
                     let mut lease = lease;
                     let mut body = Some(body);
                     let mut outcome = Outcome::Failed;
@@ -304,11 +307,17 @@ impl FastcgiBackend {
                         }
                         Outcome::Failed | Outcome::Dropped => lease.release(None),
                     }
-                }));
+                });
+                if own_task {
+                    drop(rt::spawn(exchange_fut));
+                } else {
+                    driver = Some(exchange_fut);
+                }
             }
         }
         let reply = gateway::respond(
             rx,
+            driver,
             head_only,
             self.settings.max_header_bytes,
             self.settings.read_timeout,
@@ -357,6 +366,28 @@ impl FastcgiBackend {
             }
         }
         Err(last_err.unwrap_or_else(|| BackendError::BadGateway("no upstream configured".into())))
+    }
+}
+
+/// Counts a request in flight on the route's pool and on its upstream until dropped
+/// (also when the exchange is dropped midway because the client went away).
+struct InFlight {
+    stats: Arc<PoolStats>,
+    up: Arc<FcgiUpstream>,
+}
+
+impl InFlight {
+    fn new(stats: Arc<PoolStats>, up: Arc<FcgiUpstream>) -> InFlight {
+        stats.in_flight.fetch_add(1, Relaxed);
+        up.up.in_flight.fetch_add(1, Relaxed);
+        InFlight { stats, up }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.up.up.in_flight.fetch_sub(1, Relaxed);
+        self.stats.in_flight.fetch_sub(1, Relaxed);
     }
 }
 

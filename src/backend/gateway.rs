@@ -260,10 +260,21 @@ pub(crate) enum Chunk {
     Failed(BackendError),
 }
 
+/// The exchange that feeds a reply channel, polled by the side that reads the channel
+/// (see [`respond`]).
+pub(crate) type Driver = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// Reads the CGI-form reply from `rx`: the head within `read_timeout`, then a body that
 /// streams the rest (each chunk within `read_timeout`; 504-style cut past it).
+///
+/// `driver`, when given, is the exchange that sends on `rx`'s channel, run in the
+/// reading task instead of a task of its own: it is polled whenever the channel is, so a
+/// reply costs no task spawn and no cross-thread wake-up per chunk. It is dropped with the
+/// body (a client gone closes the upstream connection, which aborts the request,
+/// FCGI-5.4-5), and finished on its own task when the reply needs no body.
 pub(crate) async fn respond(
     rx: rt::channel::Receiver<Chunk>,
+    mut driver: Option<Driver>,
     head_only: bool,
     max_header_bytes: usize,
     read_timeout: Duration,
@@ -278,14 +289,15 @@ pub(crate) async fn respond(
         },
     };
     let mut buf: Vec<u8> = Vec::new();
+    let mut rx = Box::pin(rx);
     let (head, rest) = loop {
-        let chunk = match rt::timeout(read_timeout, rx.recv()).await {
+        let chunk = match rt::timeout(read_timeout, next_chunk(&mut rx, &mut driver)).await {
             Err(rt::Elapsed) => {
                 return Err(BackendError::Timeout(format!(
                     "{what}: no response head within {read_timeout:?}"
                 )));
             }
-            Ok(Err(_)) | Ok(Ok(Chunk::Done)) => {
+            Ok(None) | Ok(Some(Chunk::Done)) => {
                 return Err(BackendError::BadGateway(if buf.is_empty() {
                     format!("{what}: empty response")
                 } else {
@@ -295,8 +307,8 @@ pub(crate) async fn respond(
                     )
                 }));
             }
-            Ok(Ok(Chunk::Failed(e))) => return Err(e),
-            Ok(Ok(Chunk::Data(d))) => d,
+            Ok(Some(Chunk::Failed(e))) => return Err(e),
+            Ok(Some(Chunk::Data(d))) => d,
         };
         buf.extend_from_slice(&chunk);
         match response::parse_head(&buf, false, &opts.limits) {
@@ -329,15 +341,20 @@ pub(crate) async fn respond(
                     None,
                     ChunkStream {
                         first: Some(rest).filter(|r| !r.is_empty()),
-                        rx: Box::pin(rx),
+                        rx,
+                        driver,
                         read_timeout,
                         timer: None,
                         done: false,
                     },
                 ),
-                // The connection task drains the rest (or drops the connection) when the
-                // receiver goes away.
-                BodyMode::Empty | BodyMode::Discard => Body::empty(),
+                // The exchange sees the receiver gone and drops its connection.
+                BodyMode::Empty | BodyMode::Discard => {
+                    if let Some(d) = driver {
+                        drop(rt::spawn(d));
+                    }
+                    Body::empty()
+                }
             };
             Ok(Reply::Response(Response {
                 status,
@@ -348,10 +365,33 @@ pub(crate) async fn respond(
     }
 }
 
+/// The next message of `rx`, polling `driver` (the exchange feeding it) first; `None`
+/// when the channel is closed.
+fn next_chunk<'a>(
+    rx: &'a mut Pin<Box<rt::channel::Receiver<Chunk>>>,
+    driver: &'a mut Option<Driver>,
+) -> impl Future<Output = Option<Chunk>> + 'a {
+    std::future::poll_fn(move |cx| poll_chunk(rx, driver, cx))
+}
+
+fn poll_chunk(
+    rx: &mut Pin<Box<rt::channel::Receiver<Chunk>>>,
+    driver: &mut Option<Driver>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Chunk>> {
+    if let Some(d) = driver
+        && d.as_mut().poll(cx).is_ready()
+    {
+        *driver = None;
+    }
+    futures_lite::Stream::poll_next(rx.as_mut(), cx)
+}
+
 /// The response body: the chunks after the head, each within the read timeout.
 struct ChunkStream {
     first: Option<Bytes>,
     rx: Pin<Box<rt::channel::Receiver<Chunk>>>,
+    driver: Option<Driver>,
     read_timeout: Duration,
     timer: Option<Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
     done: bool,
@@ -367,13 +407,21 @@ impl futures_lite::Stream for ChunkStream {
         if self.done {
             return Poll::Ready(None);
         }
-        match self.rx.as_mut().poll_next(cx) {
+        let this = &mut *self;
+        match poll_chunk(&mut this.rx, &mut this.driver, cx) {
             Poll::Ready(Some(Chunk::Data(d))) => {
                 self.timer = None;
                 Poll::Ready(Some(Ok(d)))
             }
             Poll::Ready(Some(Chunk::Done)) => {
                 self.done = true;
+                // The exchange hands its connection back after sending `Done`: let it
+                // finish (at once, or on its own task if it still waits on something).
+                if let Some(mut d) = self.driver.take()
+                    && d.as_mut().poll(cx).is_pending()
+                {
+                    drop(rt::spawn(d));
+                }
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Chunk::Failed(e))) => {

@@ -168,6 +168,7 @@ impl ScgiBackend {
         }));
         let reply = gateway::respond(
             rx,
+            None,
             head_only,
             self.settings.max_header_bytes,
             self.settings.read_timeout,
