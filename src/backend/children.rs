@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use super::BackendError;
 use super::fastcgi::FcgiClient;
+use super::queue::FairPool;
 use crate::config::{Children, Gateway, PoolMode};
 use crate::procs;
 use crate::rt::{self, AsyncReadExt};
@@ -39,8 +40,8 @@ pub(crate) struct ChildPool {
     dir: PathBuf,
     _dir: Option<tempfile::TempDir>,
     state: Mutex<State>,
-    idle_tx: rt::channel::Sender<Idle>,
-    idle_rx: rt::channel::Receiver<Idle>,
+    /// Idle children, handed to waiting requests first-come first-served.
+    idle: FairPool<Idle>,
     stopping: AtomicBool,
 }
 
@@ -107,7 +108,6 @@ impl ChildPool {
             .as_ref()
             .map(|t| t.path().to_path_buf())
             .unwrap_or_else(std::env::temp_dir);
-        let (idle_tx, idle_rx) = rt::channel::unbounded();
         let pool = Arc::new(ChildPool {
             name: name.to_owned(),
             spec,
@@ -121,8 +121,7 @@ impl ChildPool {
                 crashes: VecDeque::new(),
                 paused_until: None,
             }),
-            idle_tx,
-            idle_rx,
+            idle: FairPool::new(Vec::new()),
             stopping: AtomicBool::new(false),
         });
         let p = pool.clone();
@@ -144,9 +143,7 @@ impl ChildPool {
             )));
         }
         // Requests already waiting come first: the fast path only when nobody waits.
-        while self.stats.queued.load(Relaxed) == 0
-            && let Ok(idle) = self.idle_rx.try_recv()
-        {
+        while let Some(idle) = self.idle.try_take() {
             if let Some(lease) = self.lease(idle) {
                 return Ok(lease);
             }
@@ -167,13 +164,13 @@ impl ChildPool {
         let deadline = Instant::now() + queue_timeout;
         let got = loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match rt::timeout(left, self.idle_rx.recv()).await {
-                Ok(Ok(idle)) => {
+            match self.idle.take(left).await {
+                Ok(idle) => {
                     if let Some(lease) = self.lease(idle) {
                         break Some(lease);
                     }
                 }
-                Ok(Err(_)) | Err(rt::Elapsed) => break None,
+                Err(rt::Elapsed) => break None,
             }
         };
         self.stats.queued.fetch_sub(1, Relaxed);
@@ -191,9 +188,7 @@ impl ChildPool {
         self.stopping.store(true, Relaxed);
         // Close the kept connections of idle children first: a child blocked reading its
         // connection (php-cgi) then sees EOF and exits on its own.
-        while let Ok(idle) = self.idle_rx.try_recv() {
-            drop(idle);
-        }
+        drop(self.idle.drain_free());
         let pids: Vec<i32> = self
             .state
             .lock()
@@ -425,7 +420,7 @@ impl ChildPool {
                 match self.spawn_child().await {
                     Some(idle) => {
                         backoff = Duration::from_millis(100);
-                        let _ = self.idle_tx.send(idle).await;
+                        self.idle.put(idle);
                         continue;
                     }
                     None => {
@@ -451,10 +446,7 @@ impl ChildPool {
     /// Retires idle children idle longer than `idle_timeout` while more than `keep` are
     /// idle.
     fn trim_idle(&self, keep: usize) {
-        let mut held = Vec::new();
-        while let Ok(idle) = self.idle_rx.try_recv() {
-            held.push(idle);
-        }
+        let held = self.idle.drain_free();
         let now = Instant::now();
         let mut idle_now = held.len();
         for idle in held {
@@ -472,7 +464,7 @@ impl ChildPool {
                 idle_now -= 1;
                 self.retire(idle.id, "idle");
             } else {
-                let _ = self.idle_tx.try_send(idle);
+                self.idle.put(idle);
             }
         }
     }
@@ -548,7 +540,7 @@ impl Lease {
         };
         match client {
             Some(client) if !retire => {
-                let _ = pool.idle_tx.try_send(Idle {
+                pool.idle.put(Idle {
                     id: self.id,
                     client: Some(client),
                 });

@@ -342,7 +342,7 @@ impl FastcgiBackend {
     async fn checkout(
         &self,
         ups: &Arc<Vec<Arc<FcgiUpstream>>>,
-    ) -> Result<(Arc<FcgiUpstream>, FcgiClient, rt::SemaphoreGuardArc), BackendError> {
+    ) -> Result<(Arc<FcgiUpstream>, FcgiClient, super::queue::Slot), BackendError> {
         let plain: Vec<&Upstream> = ups.iter().map(|u| &u.up).collect();
         let order = gateway::order(&plain);
         let mut last_err = None;

@@ -22,6 +22,7 @@ use proto::cgi::meta::{self as cgi_meta, HeaderNamePolicy, HeaderOptions, Lookup
 use proto::cgi::response::{self, Limits};
 
 use super::head::{BodyMode, Head, HeadOptions, build_head};
+use super::queue::{Slot, Slots};
 use super::spool::{self, SpoolError, Spooled};
 use super::{BackendError, Reply, RouteMatch};
 use crate::addr::Address;
@@ -459,8 +460,8 @@ pub(crate) struct Upstream {
     pub(crate) addr: Address,
     /// Requests in flight to it now.
     pub(crate) in_flight: AtomicUsize,
-    /// Connections at once (`max_conns`).
-    pub(crate) permits: std::sync::Arc<rt::Semaphore>,
+    /// Connections at once (`max_conns`), handed out first-come first-served.
+    pub(crate) permits: Slots,
     down_until: Mutex<Option<Instant>>,
     failures: AtomicU32,
 }
@@ -470,7 +471,7 @@ impl Upstream {
         Upstream {
             addr,
             in_flight: AtomicUsize::new(0),
-            permits: std::sync::Arc::new(rt::Semaphore::new(max_conns)),
+            permits: Slots::new(max_conns),
             down_until: Mutex::new(None),
             failures: AtomicU32::new(0),
         }
@@ -511,16 +512,13 @@ impl Upstream {
         &self,
         queue_timeout: Duration,
         stats: &crate::stats::PoolStats,
-    ) -> Result<rt::SemaphoreGuardArc, BackendError> {
-        // Requests already waiting come first: the fast path only when nobody waits.
-        if stats.queued.load(Relaxed) == 0
-            && let Some(p) = self.permits.try_acquire_arc()
-        {
+    ) -> Result<Slot, BackendError> {
+        if let Some(p) = self.permits.try_take() {
             return Ok(p);
         }
         let q = stats.queued.fetch_add(1, Relaxed) + 1;
         stats.max_queued.fetch_max(q, Relaxed);
-        let waited = rt::timeout(queue_timeout, self.permits.acquire_arc()).await;
+        let waited = self.permits.take(queue_timeout).await;
         stats.queued.fetch_sub(1, Relaxed);
         waited.map_err(|rt::Elapsed| {
             stats.rejected.fetch_add(1, Relaxed);

@@ -16,6 +16,7 @@ pub mod fastcgi;
 pub(crate) mod gateway;
 pub mod handler;
 pub(crate) mod head;
+pub(crate) mod queue;
 pub mod scgi;
 pub mod spool;
 
