@@ -83,11 +83,14 @@ async fn connection(
         // response then piles up in memory (seen: 150 MB for a 1 GiB response).
         .half_close(false)
         .header_read_timeout(settings.header_timeout)
-        // hyper drops the connection without a word when its own limits are hit, so
-        // its limits are set at twice ours and `handle` answers 431 for the range in
-        // between; a client past twice the limit is treated as an attack and cut off.
+        // Header bytes: hyper's limit is twice ours and `handle` answers 431 (with a
+        // page and a log line) in between; past twice the limit hyper answers a bare
+        // 431 and closes. Header count: hyper's limit is ours, as hyper answers 431 for
+        // it too, and up to 100 its field arrays stay on the stack (above, it allocates
+        // and fills two arrays of that many entries per request: 9% of the CPU of a
+        // keep-alive GET under `benches/cgi.sh`'s echo run with a limit of 200).
         .max_header_size(settings.max_header_bytes.saturating_mul(2))
-        .max_headers(settings.max_headers.saturating_mul(2));
+        .max_headers(settings.max_headers);
     let conn = builder.serve_connection(io, service);
     let mut conn = std::pin::pin!(conn);
     let mut shutting_down = false;
@@ -109,7 +112,12 @@ async fn connection(
         match step {
             Some(Ok(())) => break,
             Some(Err(e)) => {
-                log::debug!(target: "portico::listen::http", "connection from {peer_text}: {e}");
+                if e.is_parse() || e.is_parse_too_large() {
+                    // hyper has answered 400/431 and closes.
+                    log::info!(target: "portico::listen::http", "connection from {peer_text}: {e}");
+                } else {
+                    log::debug!(target: "portico::listen::http", "connection from {peer_text}: {e}");
+                }
                 break;
             }
             None => {
@@ -139,7 +147,7 @@ async fn handle(
         .iter()
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum::<usize>()
-        + parts.uri.to_string().len()
+        + target_len(&parts.uri)
         + parts.method.as_str().len()
         + 12;
     if parts.headers.len() > settings.max_headers || head_bytes > settings.max_header_bytes {
@@ -202,6 +210,18 @@ async fn handle(
         body,
     };
     dispatcher.dispatch(req).await
+}
+
+/// The request target's length as sent (origin or absolute form), without formatting it.
+fn target_len(uri: &http::Uri) -> usize {
+    let mut n = uri.path_and_query().map_or(1, |pq| pq.as_str().len());
+    if let Some(a) = uri.authority() {
+        n += a.as_str().len();
+    }
+    if let Some(s) = uri.scheme_str() {
+        n += s.len() + 3;
+    }
+    n
 }
 
 fn to_hyper(resp: Response) -> hyper::Response<Body> {
