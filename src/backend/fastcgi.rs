@@ -178,7 +178,7 @@ impl FastcgiBackend {
             head_only,
             script_name,
         } = gateway::prepare(&self.settings, self.suffix.as_deref(), &self.server, req, m).await?;
-        let params = to_params(&vars)?;
+        check_utf8(&vars)?;
         let what = format!("FastCGI {script_name}");
         self.stats.accepted.fetch_add(1, Relaxed);
         let (tx, rx) = rt::channel::bounded::<Chunk>(4);
@@ -192,6 +192,8 @@ impl FastcgiBackend {
                 let settings = self.settings.clone();
                 let in_flight = InFlight::new(self.stats.clone(), up.clone());
                 driver = Some(Box::pin(async move {
+                    // Borrowed from `vars`, which this future owns: no copy of any value.
+                    let mut params = Some(to_params(&vars));
                     let mut client = Some(client);
                     let mut body = Some(body);
                     let mut result = None;
@@ -213,7 +215,8 @@ impl FastcgiBackend {
                                 BodyReader::new(PreparedBody::Stream(crate::model::Body::empty()))
                             }
                         };
-                        match exchange(c, params.clone(), b, &tx, settings.send_timeout).await {
+                        let p = params.take().unwrap_or_else(|| to_params(&vars));
+                        match exchange(c, p, b, &tx, settings.send_timeout).await {
                             Outcome::Done(c) => {
                                 up.up.mark_up();
                                 result = Some(c);
@@ -250,6 +253,7 @@ impl FastcgiBackend {
                 // timer runs even while a slow client holds the response back.
                 let own_task = lease.terminate_timeout().is_some();
                 let exchange_fut: gateway::Driver = Box::pin(async move {
+                    let mut params = Some(to_params(&vars));
                     let mut lease = lease;
                     let mut body = Some(body);
                     let mut outcome = Outcome::Failed;
@@ -270,7 +274,8 @@ impl FastcgiBackend {
                         let b = body.take().unwrap_or_else(|| {
                             BodyReader::new(PreparedBody::Stream(crate::model::Body::empty()))
                         });
-                        let fut = exchange(c, params.clone(), b, &tx, send_timeout);
+                        let p = params.take().unwrap_or_else(|| to_params(&vars));
+                        let fut = exchange(c, p, b, &tx, send_timeout);
                         outcome = match lease.terminate_timeout() {
                             Some(limit) => match rt::timeout(limit, fut).await {
                                 Ok(o) => o,
@@ -408,7 +413,7 @@ pub(crate) enum Outcome {
 /// Sends one request on `client` and forwards the reply to `tx`.
 pub(crate) async fn exchange(
     mut client: FcgiClient,
-    params: Params<'static>,
+    params: Params<'_>,
     body: BodyReader,
     tx: &rt::channel::Sender<Chunk>,
     send_timeout: Duration,
@@ -464,18 +469,28 @@ pub(crate) async fn exchange(
     Outcome::Done(client)
 }
 
-/// The params as fastcgi-client holds them: UTF-8 only (a documented limit of the
-/// crate), so a request whose variables are not UTF-8 is refused with 400.
-fn to_params(vars: &[(String, Vec<u8>)]) -> Result<Params<'static>, BackendError> {
+/// Refuses params fastcgi-client cannot hold: it keeps them as UTF-8 strings (a
+/// documented limit of the crate), so a request whose variables are not UTF-8 gets 400.
+fn check_utf8(vars: &[(String, Vec<u8>)]) -> Result<(), BackendError> {
+    for (name, value) in vars {
+        if std::str::from_utf8(value).is_err() {
+            return Err(BackendError::BadRequest(format!(
+                "{name} is not UTF-8, which the FastCGI client (fastcgi-client) cannot send"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The params as fastcgi-client holds them, borrowed from `vars` (checked by
+/// [`check_utf8`] first; a value that is not UTF-8 would be left out).
+fn to_params(vars: &[(String, Vec<u8>)]) -> Params<'_> {
     let mut p = Params::default();
     p.clear();
     for (name, value) in vars {
-        let value = String::from_utf8(value.clone()).map_err(|_| {
-            BackendError::BadRequest(format!(
-                "{name} is not UTF-8, which the FastCGI client (fastcgi-client) cannot send"
-            ))
-        })?;
-        p.insert(Cow::Owned(name.clone()), Cow::Owned(value));
+        if let Ok(value) = std::str::from_utf8(value) {
+            p.insert(Cow::Borrowed(name.as_str()), Cow::Borrowed(value));
+        }
     }
-    Ok(p)
+    p
 }
