@@ -58,6 +58,25 @@ pub fn become_subreaper() -> bool {
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0 }
 }
 
+/// Whether any child of portico is a zombie now (its own or an adopted orphan), without
+/// reaping it: one `waitid(P_ALL, WNOHANG | WNOWAIT)`.
+pub fn any_zombie_child() -> bool {
+    // SAFETY: siginfo_t is plain data that waitid fills in; an all-zero one is valid.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid with a pointer to our own siginfo_t; WNOWAIT leaves the child as it
+    // is, so its owner still reaps it.
+    let r = unsafe {
+        libc::waitid(
+            libc::P_ALL,
+            0,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    // SAFETY: si_pid is set by waitid for WEXITED results and left zero otherwise.
+    r == 0 && unsafe { info.si_pid() } != 0
+}
+
 /// Reaps zombie children that portico did not spawn itself (orphans re-parented to it),
 /// leaving its own children to their owners. `suspects` carries zombies seen by the last
 /// call: a zombie that leads its own group is only reaped the second time it is seen, so

@@ -95,11 +95,6 @@ pub fn signals() -> io::Result<async_signal::Signals> {
 
 pub use async_signal::Signal;
 
-/// A stream of SIGCHLD deliveries (the orphan reaper scans only after one).
-pub fn child_signals() -> io::Result<async_signal::Signals> {
-    async_signal::Signals::new([Signal::Child])
-}
-
 /// A futures-io stream seen as a hyper stream.
 ///
 /// futures-io reads into initialised memory and hyper lends uninitialised memory, so

@@ -135,32 +135,13 @@ pub async fn start(config: Config, registry: &Registry) -> Result<Running, Serve
 }
 
 /// Adopts orphaned grandchildren of scripts and reaps them, so no zombie is left even
-/// where PID 1 does not reap (see `procs::become_subreaper`). The process table is
-/// scanned at most once a second, and only after a SIGCHLD (an orphan's death sends one
-/// to its subreaper) or while a zombie seen last time is still waiting: an idle gateway
-/// reads no `/proc` at all.
+/// where PID 1 does not reap (see `procs::become_subreaper`). Once a second, and only when
+/// some child is a zombie at that moment (one `waitid` that reaps nothing) or a zombie seen
+/// last time still waits, the process table is scanned: an idle gateway reads no `/proc`.
 fn spawn_orphan_reaper(shutdown: rt::Shutdown) {
     if !procs::become_subreaper() {
         log::warn!(target: "portico::server", "cannot become a child subreaper: orphaned grandchildren of scripts go to PID 1");
         return;
-    }
-    let children = match rt::child_signals() {
-        Ok(s) => Some(s),
-        Err(e) => {
-            log::warn!(target: "portico::server", "cannot watch SIGCHLD ({e}): scanning for orphans every second");
-            None
-        }
-    };
-    // Set by every SIGCHLD; starts set, for one scan at start.
-    let child_seen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let always = children.is_none();
-    if let Some(mut signals) = children {
-        let seen = child_seen.clone();
-        drop(rt::spawn(async move {
-            while rt::StreamExt::next(&mut signals).await.is_some() {
-                seen.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-        }));
     }
     drop(rt::spawn(async move {
         let mut suspects = std::collections::HashSet::new();
@@ -176,8 +157,7 @@ fn spawn_orphan_reaper(shutdown: rt::Shutdown) {
                 },
             )
             .await;
-            let signalled = child_seen.swap(false, std::sync::atomic::Ordering::Relaxed);
-            if !(signalled || always || !suspects.is_empty() || stop) {
+            if !(stop || !suspects.is_empty() || procs::any_zombie_child()) {
                 continue;
             }
             let n = rt::spawn_blocking({
