@@ -534,3 +534,20 @@ fn php_fpm_client_gone_midway_and_head_free_the_connection() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A reply whose body is never read (204, here with output the script flushed before
+/// ending) must still let the exchange read END_REQUEST and give the child back: the
+/// same php-cgi serves before and after, not a replacement for one retired as abandoned.
+#[test]
+#[ignore = "needs php-cgi"]
+fn php_cgi_child_kept_when_the_reply_body_is_never_read() {
+    let p = Portico::start(&children_config(
+        "mode = \"static\", processes = 1, env = { PHP_FCGI_MAX_REQUESTS = \"0\" }",
+    ));
+    let before = p.get("/pid.php").text();
+    for _ in 0..3 {
+        assert_eq!(p.get("/nocontent.php").status, 204);
+    }
+    let after = p.get("/pid.php").text();
+    assert_eq!(before, after, "the child was replaced");
+}

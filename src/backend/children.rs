@@ -157,10 +157,7 @@ impl ChildPool {
         } else if self.count() >= self.spec.processes {
             self.stats.max_children_reached.fetch_add(1, Relaxed);
         }
-        self.stats.queued.fetch_add(1, Relaxed);
-        self.stats
-            .max_queued
-            .fetch_max(self.stats.queued.load(Relaxed), Relaxed);
+        let queued = super::gateway::Queued::new(&self.stats);
         let deadline = Instant::now() + queue_timeout;
         let got = loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -173,7 +170,7 @@ impl ChildPool {
                 Err(rt::Elapsed) => break None,
             }
         };
-        self.stats.queued.fetch_sub(1, Relaxed);
+        drop(queued);
         got.ok_or_else(|| {
             self.stats.rejected.fetch_add(1, Relaxed);
             BackendError::Busy(format!(

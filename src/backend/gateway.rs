@@ -270,9 +270,11 @@ pub(crate) type Driver = Pin<Box<dyn Future<Output = ()> + Send>>;
 ///
 /// `driver`, when given, is the exchange that sends on `rx`'s channel, run in the
 /// reading task instead of a task of its own: it is polled whenever the channel is, so a
-/// reply costs no task spawn and no cross-thread wake-up per chunk. It is dropped with the
-/// body (a client gone closes the upstream connection, which aborts the request,
-/// FCGI-5.4-5), and finished on its own task when the reply needs no body.
+/// reply costs no task spawn and no cross-thread wake-up per chunk. Whenever the reading
+/// side stops before the exchange has ended (a reply without a body, a local redirect,
+/// a 204/304 whose body hyper never polls, a client gone), the exchange goes on on its
+/// own task with the channel closed: it hands its connection back if only END_REQUEST
+/// was left, and drops it (aborting the request, FCGI-5.4-5) at the next output.
 pub(crate) async fn respond(
     rx: rt::channel::Receiver<Chunk>,
     mut driver: Option<Driver>,
@@ -331,7 +333,14 @@ pub(crate) async fn respond(
         }
     };
     match head {
-        Head::LocalRedirect(location) => Ok(Reply::LocalRedirect(location)),
+        Head::LocalRedirect(location) => {
+            // The exchange still has END_REQUEST to read: let it finish, so the
+            // connection (or managed child) serves again.
+            if let Some(d) = driver {
+                drop(rt::spawn(d));
+            }
+            Ok(Reply::LocalRedirect(location))
+        }
         Head::Response {
             status,
             headers,
@@ -386,6 +395,15 @@ fn poll_chunk(
         *driver = None;
     }
     futures_lite::Stream::poll_next(rx.as_mut(), cx)
+}
+
+impl Drop for ChunkStream {
+    fn drop(&mut self) {
+        if let Some(d) = self.driver.take() {
+            self.rx.close();
+            drop(rt::spawn(d));
+        }
+    }
 }
 
 /// The response body: the chunks after the head, each within the read timeout.
@@ -454,6 +472,24 @@ impl futures_lite::Stream for ChunkStream {
     }
 }
 
+/// Counts a request waiting in line (`queued` in the pool's figures) until dropped, also
+/// when the request is dropped while it waits (its client went away).
+pub(crate) struct Queued<'a>(&'a crate::stats::PoolStats);
+
+impl<'a> Queued<'a> {
+    pub(crate) fn new(stats: &'a crate::stats::PoolStats) -> Queued<'a> {
+        let q = stats.queued.fetch_add(1, Relaxed) + 1;
+        stats.max_queued.fetch_max(q, Relaxed);
+        Queued(stats)
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.queued.fetch_sub(1, Relaxed);
+    }
+}
+
 /// One upstream address with its in-flight count and health.
 pub(crate) struct Upstream {
     /// Where it is.
@@ -516,10 +552,9 @@ impl Upstream {
         if let Some(p) = self.permits.try_take() {
             return Ok(p);
         }
-        let q = stats.queued.fetch_add(1, Relaxed) + 1;
-        stats.max_queued.fetch_max(q, Relaxed);
+        let queued = Queued::new(stats);
         let waited = self.permits.take(queue_timeout).await;
-        stats.queued.fetch_sub(1, Relaxed);
+        drop(queued);
         waited.map_err(|rt::Elapsed| {
             stats.rejected.fetch_add(1, Relaxed);
             BackendError::Busy(format!(
