@@ -63,6 +63,17 @@ struct Totals {
     stop: AtomicBool,
 }
 
+/// Counts one request; `false` (stop this connection) when it failed.
+fn count(totals: &Totals, lat: &mut Vec<u32>, started: Instant, ok: bool) -> bool {
+    if !ok {
+        totals.errors.fetch_add(1, Relaxed);
+        return false;
+    }
+    totals.done.fetch_add(1, Relaxed);
+    lat.push(u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX));
+    true
+}
+
 /// One connection's loop; returns its latencies in microseconds.
 async fn run_crate(sock: PathBuf, script: String, totals: Arc<Totals>) -> Vec<u32> {
     let mut lat = Vec::new();
@@ -96,12 +107,9 @@ async fn run_crate(sock: PathBuf, script: String, totals: Arc<Totals>) -> Vec<u3
             }
             Err(_) => ok = false,
         }
-        if !ok {
-            totals.errors.fetch_add(1, Relaxed);
+        if !count(&totals, &mut lat, t, ok) {
             break;
         }
-        totals.done.fetch_add(1, Relaxed);
-        lat.push(u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX));
     }
     lat
 }
@@ -157,12 +165,9 @@ async fn run_proto(sock: PathBuf, script: String, totals: Arc<Totals>) -> Vec<u3
                 ok = false;
             }
         }
-        if !ok {
-            totals.errors.fetch_add(1, Relaxed);
+        if !count(&totals, &mut lat, t, ok) {
             break;
         }
-        totals.done.fetch_add(1, Relaxed);
-        lat.push(u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX));
     }
     lat
 }
