@@ -47,15 +47,8 @@ cgi = { root = "$TMP/www/cgi-bin", timeout = "30s", max_concurrent = 64 }
 exact = "/echo"
 handler = "echo"
 EOF
-start_bg "$TMP/portico.log" "$PORTICO" serve --config "$TMP/portico.toml"
-PORTICO_PID=$STARTED
 # Idle RSS: as soon as it says it listens, before any request.
-for i in $(seq 100); do
-    grep -q "listening on" "$TMP/portico.log" 2>/dev/null && break
-    kill -0 "$PORTICO_PID" 2>/dev/null || { cat "$TMP/portico.log" >&2; exit 1; }
-    sleep 0.05
-done
-IDLE_RSS=$(rss_kb "$PORTICO_PID")
+start_portico "$TMP/portico.toml" "$TMP/portico.log"
 wait_http "http://127.0.0.1:$P_PORT/echo" "$PORTICO_PID" "$TMP/portico.log"
 
 # --- lighttpd mod_cgi ---------------------------------------------------------------
@@ -80,21 +73,7 @@ start_bg "$TMP/fcgiwrap.log" fcgiwrap -c "$FCGIWRAP_CHILDREN" -s "unix:$TMP/fcgi
 FCGIWRAP_PID=$STARTED
 wait_socket "$TMP/fcgiwrap.sock"
 N_PORT=$(free_port)
-cat >"$TMP/nginx.conf" <<EOF
-daemon off;
-user $(id -un) $(id -gn);
-worker_processes $NGINX_WORKERS;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $TMP/nginx/client_body;
-    fastcgi_temp_path $TMP/nginx/fastcgi_temp;
-    scgi_temp_path $TMP/nginx/scgi_temp;
-    proxy_temp_path $TMP/nginx/proxy_temp;
-    uwsgi_temp_path $TMP/nginx/uwsgi_temp;
-    keepalive_requests 1000000;
+{ nginx_preamble 4096; cat <<EOF; } >"$TMP/nginx.conf"
     server {
         listen 127.0.0.1:$N_PORT;
         location /cgi-bin/ {

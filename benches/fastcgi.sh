@@ -64,14 +64,7 @@ cgi = { root = "$TMP/www/cgi-bin", timeout = "30s", max_concurrent = 64 }
 exact = "/echo"
 handler = "echo"
 EOF
-start_bg "$TMP/portico.log" "$PORTICO" serve --config "$TMP/portico.toml"
-PORTICO_PID=$STARTED
-for i in $(seq 100); do
-    grep -q "listening on" "$TMP/portico.log" 2>/dev/null && break
-    kill -0 "$PORTICO_PID" 2>/dev/null || { cat "$TMP/portico.log" >&2; exit 1; }
-    sleep 0.05
-done
-IDLE_RSS=$(rss_kb "$PORTICO_PID")
+start_portico "$TMP/portico.toml" "$TMP/portico.log"
 wait_socket "$PSOCK"
 
 # --- fcgiwrap -----------------------------------------------------------------------
@@ -90,21 +83,7 @@ wait_socket "$TMP/hello.sock"
 
 # --- nginx in front of all four -----------------------------------------------------
 PORT_A=$(free_port) PORT_B=$(free_port) PORT_C=$(free_port) PORT_D=$(free_port)
-cat >"$TMP/nginx.conf" <<EOF
-daemon off;
-user $(id -un) $(id -gn);
-worker_processes $NGINX_WORKERS;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/error.log warn;
-events { worker_connections 8192; }
-http {
-    access_log off;
-    client_body_temp_path $TMP/nginx/client_body;
-    fastcgi_temp_path $TMP/nginx/fastcgi_temp;
-    scgi_temp_path $TMP/nginx/scgi_temp;
-    proxy_temp_path $TMP/nginx/proxy_temp;
-    uwsgi_temp_path $TMP/nginx/uwsgi_temp;
-    keepalive_requests 1000000;
+{ nginx_preamble 8192; cat <<EOF; } >"$TMP/nginx.conf"
 
     upstream portico { server unix:$PSOCK; keepalive $KEEPALIVE; keepalive_requests 1000000; }
     upstream hello   { server unix:$TMP/hello.sock; keepalive $KEEPALIVE; keepalive_requests 1000000; }

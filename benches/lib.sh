@@ -125,6 +125,42 @@ wait_socket() {
 # rss_kb PID: VmRSS of a process in kB.
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
+# start_portico CONFIG LOG: starts portico on CONFIG and waits until it says it listens;
+# sets PORTICO_PID, and IDLE_RSS (kB) as measured then, before any request.
+start_portico() {
+    local config=$1 log=$2 i
+    start_bg "$log" "$PORTICO" serve --config "$config"
+    PORTICO_PID=$STARTED
+    for i in $(seq 100); do
+        grep -q "listening on" "$log" 2>/dev/null && break
+        kill -0 "$PORTICO_PID" 2>/dev/null || { cat "$log" >&2; exit 1; }
+        sleep 0.05
+    done
+    IDLE_RSS=$(rss_kb "$PORTICO_PID")
+}
+
+# nginx_preamble WORKER_CONNECTIONS: the start of an nginx.conf for a server run from
+# $TMP/nginx (foreground, as this user, no access log, its temp paths there, keep-alive
+# without a request limit), up to the open `http {` block the caller fills and closes.
+nginx_preamble() {
+    cat <<EOF
+daemon off;
+user $(id -un) $(id -gn);
+worker_processes $NGINX_WORKERS;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/error.log warn;
+events { worker_connections $1; }
+http {
+    access_log off;
+    client_body_temp_path $TMP/nginx/client_body;
+    fastcgi_temp_path $TMP/nginx/fastcgi_temp;
+    scgi_temp_path $TMP/nginx/scgi_temp;
+    proxy_temp_path $TMP/nginx/proxy_temp;
+    uwsgi_temp_path $TMP/nginx/uwsgi_temp;
+    keepalive_requests 1000000;
+EOF
+}
+
 # check_body URL WANT: one request; fails loudly unless the body is WANT.
 check_body() {
     local got

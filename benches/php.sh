@@ -144,21 +144,7 @@ else
     B_UPSTREAM=""
     B_PASS="fastcgi_pass unix:$TMP/php-cgi.sock;"
 fi
-cat >"$TMP/nginx.conf" <<EOF
-daemon off;
-user $(id -un) $(id -gn);
-worker_processes $NGINX_WORKERS;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $TMP/nginx/client_body;
-    fastcgi_temp_path $TMP/nginx/fastcgi_temp;
-    scgi_temp_path $TMP/nginx/scgi_temp;
-    proxy_temp_path $TMP/nginx/proxy_temp;
-    uwsgi_temp_path $TMP/nginx/uwsgi_temp;
-    keepalive_requests 1000000;
+{ nginx_preamble 4096; cat <<EOF; } >"$TMP/nginx.conf"
 
     upstream fpm { server unix:$TMP/fpm-nginx.sock; keepalive $NGINX_KEEPALIVE; keepalive_requests 1000000; }
     $B_UPSTREAM

@@ -329,14 +329,7 @@ impl FastcgiBackend {
             &what,
         )
         .await;
-        if matches!(
-            reply,
-            Err(BackendError::BadGateway(_) | BackendError::Timeout(_))
-        ) {
-            self.stats.failed.fetch_add(1, Relaxed);
-        }
-        if started.elapsed() > self.settings.slow_request {
-            self.stats.slow_requests.fetch_add(1, Relaxed);
+        if gateway::account(&reply, started, &self.settings, &self.stats) {
             log::warn!(target: "portico::backend::fastcgi", "{what}: slow request ({:?})", started.elapsed());
         }
         reply

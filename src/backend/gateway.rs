@@ -332,15 +332,20 @@ pub(crate) async fn respond(
             }
         }
     };
-    match head {
-        Head::LocalRedirect(location) => {
-            // The exchange still has END_REQUEST to read: let it finish, so the
-            // connection (or managed child) serves again.
-            if let Some(d) = driver {
-                drop(rt::spawn(d));
-            }
-            Ok(Reply::LocalRedirect(location))
+    // No body to stream (a local redirect, an empty or discarded body): the reply is read
+    // no further, so the exchange finishes on its own task, with the channel closed once
+    // `rx` is dropped below.
+    if !matches!(
+        head,
+        Head::Response {
+            body: BodyMode::Stream,
+            ..
         }
+    ) {
+        detach(driver.take());
+    }
+    match head {
+        Head::LocalRedirect(location) => Ok(Reply::LocalRedirect(location)),
         Head::Response {
             status,
             headers,
@@ -358,13 +363,7 @@ pub(crate) async fn respond(
                         done: false,
                     },
                 ),
-                // The exchange sees the receiver gone and drops its connection.
-                BodyMode::Empty | BodyMode::Discard => {
-                    if let Some(d) = driver {
-                        drop(rt::spawn(d));
-                    }
-                    Body::empty()
-                }
+                BodyMode::Empty | BodyMode::Discard => Body::empty(),
             };
             Ok(Reply::Response(Response {
                 status,
@@ -397,11 +396,20 @@ fn poll_chunk(
     futures_lite::Stream::poll_next(rx.as_mut(), cx)
 }
 
+/// Lets an exchange that the reading side no longer polls finish on its own task: it
+/// hands its connection back if only END_REQUEST was left, and drops it (aborting the
+/// request, FCGI-5.4-5) at its next output once the channel is closed.
+fn detach(driver: Option<Driver>) {
+    if let Some(d) = driver {
+        drop(rt::spawn(d));
+    }
+}
+
 impl Drop for ChunkStream {
     fn drop(&mut self) {
-        if let Some(d) = self.driver.take() {
+        if self.driver.is_some() {
             self.rx.close();
-            drop(rt::spawn(d));
+            detach(self.driver.take());
         }
     }
 }
@@ -439,7 +447,7 @@ impl futures_lite::Stream for ChunkStream {
                 if let Some(mut d) = self.driver.take()
                     && d.as_mut().poll(cx).is_pending()
                 {
-                    drop(rt::spawn(d));
+                    detach(Some(d));
                 }
                 Poll::Ready(None)
             }
@@ -470,6 +478,27 @@ impl futures_lite::Stream for ChunkStream {
             }
         }
     }
+}
+
+/// Counts a finished call in the pool's figures: a 502/504-style failure, and a request
+/// slower than `slow_request`. Returns whether it was slow.
+pub(crate) fn account(
+    reply: &Result<Reply, BackendError>,
+    started: Instant,
+    settings: &Gateway,
+    stats: &crate::stats::PoolStats,
+) -> bool {
+    if matches!(
+        reply,
+        Err(BackendError::BadGateway(_) | BackendError::Timeout(_))
+    ) {
+        stats.failed.fetch_add(1, Relaxed);
+    }
+    let slow = started.elapsed() > settings.slow_request;
+    if slow {
+        stats.slow_requests.fetch_add(1, Relaxed);
+    }
+    slow
 }
 
 /// Counts a request waiting in line (`queued` in the pool's figures) until dropped, also

@@ -175,15 +175,7 @@ impl ScgiBackend {
             &what,
         )
         .await;
-        if matches!(
-            reply,
-            Err(BackendError::BadGateway(_) | BackendError::Timeout(_))
-        ) {
-            self.stats.failed.fetch_add(1, Relaxed);
-        }
-        if started.elapsed() > self.settings.slow_request {
-            self.stats.slow_requests.fetch_add(1, Relaxed);
-        }
+        gateway::account(&reply, started, &self.settings, &self.stats);
         reply
     }
 }
