@@ -150,7 +150,8 @@ async fn handle(
         + target_len(&parts.uri)
         + parts.method.as_str().len()
         + 12;
-    if parts.headers.len() > settings.max_headers || head_bytes > settings.max_header_bytes {
+    // The field count needs no check here: hyper's own limit is `max_headers` (431).
+    if head_bytes > settings.max_header_bytes {
         log::info!(target: "portico::listen::http", "{} {}: request head over the limit ({} fields, {head_bytes} bytes)", parts.method, parts.uri, parts.headers.len());
         let mut r = error_page(http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
         r.headers.insert(
