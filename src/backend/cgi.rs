@@ -43,7 +43,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::ExitStatus;
+use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -62,7 +62,9 @@ use crate::meta::{self, Script, ServerInfo};
 use crate::model::{Body, Request, Response, StderrSink};
 use crate::procs;
 use crate::rt::channel::{Receiver, Sender, bounded};
-use crate::rt::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
+use crate::rt::child::{
+    self, Child, Stderr as ChildStderr, Stdin as ChildStdin, Stdout as ChildStdout,
+};
 use crate::rt::{self, AsyncReadExt, AsyncWriteExt};
 use crate::stats::{ChildGuard, Stats};
 
@@ -174,7 +176,6 @@ impl CgiBackend {
             .current_dir(&target.dir)
             // Its own group, so a time limit or a vanished client kills its children too.
             .process_group(0);
-        let mut cmd = Command::from(cmd);
         let (stdin, input) = match input {
             Input::None => (Stdio::null(), None),
             // The spool file itself is the script's stdin: the kernel feeds it.
@@ -183,23 +184,22 @@ impl CgiBackend {
         };
         cmd.stdin(stdin)
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .reap_on_drop(true);
+            .stderr(Stdio::piped());
         // fork/exec blocks the calling thread until the child has exec'd (about a
         // millisecond): do it off the executor threads that serve connections.
-        let mut child = rt::spawn_blocking(move || cmd.spawn())
+        let spawned = rt::spawn_blocking(move || child::spawn(&mut cmd))
             .await
             .map_err(|e| spawn_error(&name, &e))?;
+        let child = spawned.child;
         let guard = self.stats.child_started();
         // `process_group(0)` makes the child the leader of a group with its own id.
         let pgid = i32::try_from(child.id()).unwrap_or(0);
         procs::register(pgid);
         log::debug!("{name}: started as pid {pgid}");
 
-        let stdout = child.stdout.take();
-        let stderr = child.stderr.take();
-        let child_stdin = child.stdin.take();
+        let stdout = spawned.stdout;
+        let stderr = spawned.stderr;
+        let child_stdin = spawned.stdin;
         let (stop_feed, feed_stopped) = bounded::<()>(1);
         let run = Run {
             child,
@@ -697,7 +697,7 @@ impl Drop for Run {
         if !self.reaped {
             // Dropped mid-run (runtime shutting down, or a panic): the leader is not
             // reaped yet, so the group id is still ours. `Child` then kills the leader
-            // and hands it to async-process's reaper (`kill_on_drop`, `reap_on_drop`).
+            // and reaps it on a task of its own.
             procs::kill_group(self.pgid);
             procs::unregister(self.pgid);
         }
