@@ -38,7 +38,8 @@ pub mod process {
 pub mod child {
     use std::io;
     use std::os::fd::{FromRawFd, OwnedFd};
-    use std::process::{Command, ExitStatus};
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::ExitStatus;
     use std::time::Duration;
 
     /// The parent's end of the child's stdin.
@@ -48,53 +49,49 @@ pub mod child {
     /// The parent's end of the child's stderr.
     pub type Stderr = async_io::Async<std::process::ChildStderr>;
 
-    /// A spawned child and the parent's ends of the pipes the command asked for.
-    pub struct Spawned {
-        pub child: Child,
-        pub stdin: Option<Stdin>,
-        pub stdout: Option<Stdout>,
-        pub stderr: Option<Stderr>,
+    /// Puts the parent's end of a stdin pipe on the reactor.
+    pub fn stdin(fd: OwnedFd) -> io::Result<Stdin> {
+        async_io::Async::new(std::process::ChildStdin::from(fd))
     }
 
-    /// Spawns `cmd` (blocking: fork and exec) and puts its pipes on the reactor.
-    pub fn spawn(cmd: &mut Command) -> io::Result<Spawned> {
-        let mut std_child = cmd.spawn()?;
-        let stdin = std_child.stdin.take();
-        let stdout = std_child.stdout.take();
-        let stderr = std_child.stderr.take();
-        // From here on the child is owned by `child`: an error below kills and reaps it.
-        let child = Child {
-            inner: Some(std_child),
-        };
-        Ok(Spawned {
-            stdin: stdin.map(async_io::Async::new).transpose()?,
-            stdout: stdout.map(async_io::Async::new).transpose()?,
-            stderr: stderr.map(async_io::Async::new).transpose()?,
-            child,
-        })
+    /// Puts the parent's end of a stdout pipe on the reactor.
+    pub fn stdout(fd: OwnedFd) -> io::Result<Stdout> {
+        async_io::Async::new(std::process::ChildStdout::from(fd))
     }
 
-    /// A running child. Dropped before its exit was collected, it gets SIGKILL and is
-    /// reaped by a task of its own, so it never stays a zombie.
+    /// Puts the parent's end of a stderr pipe on the reactor.
+    pub fn stderr(fd: OwnedFd) -> io::Result<Stderr> {
+        async_io::Async::new(std::process::ChildStderr::from(fd))
+    }
+
+    /// A running child, known by its pid. Dropped before its exit was collected, it gets
+    /// SIGKILL and is reaped by a task of its own, so it never stays a zombie.
     pub struct Child {
-        /// `None` once the exit status was collected.
-        inner: Option<std::process::Child>,
+        pid: i32,
+        /// The exit status was collected (the pid may belong to another process now).
+        done: bool,
     }
 
     impl Child {
+        /// Takes charge of the child `pid`, which this process spawned and nothing else
+        /// waits for.
+        pub fn adopt(pid: i32) -> Child {
+            Child { pid, done: false }
+        }
+
         /// The child's process id.
-        pub fn id(&self) -> u32 {
-            self.inner.as_ref().map_or(0, std::process::Child::id)
+        pub fn id(&self) -> i32 {
+            self.pid
         }
 
         /// Waits for the child to exit and reaps it.
         pub async fn status(&mut self) -> io::Result<ExitStatus> {
-            let Some(child) = self.inner.as_mut() else {
+            if self.done {
                 return Err(io::Error::other("exit status already collected"));
-            };
-            let status = wait(child).await;
+            }
+            let status = wait(self.pid).await;
             if status.is_ok() {
-                self.inner = None;
+                self.done = true;
             }
             status
         }
@@ -102,30 +99,53 @@ pub mod child {
 
     impl Drop for Child {
         fn drop(&mut self) {
-            let Some(mut child) = self.inner.take() else {
+            if self.done {
                 return;
-            };
-            let _ = child.kill();
-            if let Ok(None) = child.try_wait() {
+            }
+            let pid = self.pid;
+            // SAFETY: kill(2) on our own unreaped child: the pid cannot have been reused.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+            if let Ok(None) = try_wait(pid) {
                 // Not gone yet (SIGKILL takes a moment): reap it when it is.
                 drop(super::spawn(async move {
-                    let _ = wait(&mut child).await;
+                    let _ = wait(pid).await;
                 }));
+            }
+        }
+    }
+
+    /// `waitpid(pid, WNOHANG)`: the status if the child has exited (and is now reaped).
+    fn try_wait(pid: i32) -> io::Result<Option<ExitStatus>> {
+        let mut status: libc::c_int = 0;
+        loop {
+            // SAFETY: waitpid on our own child with a status int we own.
+            let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            if r == pid {
+                return Ok(Some(ExitStatus::from_raw(status)));
+            }
+            if r == 0 {
+                return Ok(None);
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
             }
         }
     }
 
     /// `waitpid(WNOHANG)` first; then a pidfd on the reactor (Linux 5.3 and later), or
     /// polling with a growing pause where there is none.
-    async fn wait(child: &mut std::process::Child) -> io::Result<ExitStatus> {
-        if let Some(status) = child.try_wait()? {
+    async fn wait(pid: i32) -> io::Result<ExitStatus> {
+        if let Some(status) = try_wait(pid)? {
             return Ok(status);
         }
-        match pidfd(child.id()) {
+        match pidfd(pid) {
             Ok(fd) => {
                 let fd = async_io::Async::new(fd)?;
                 loop {
-                    if let Some(status) = child.try_wait()? {
+                    if let Some(status) = try_wait(pid)? {
                         return Ok(status);
                     }
                     fd.readable().await?;
@@ -134,7 +154,7 @@ pub mod child {
             Err(_) => {
                 let mut pause = Duration::from_millis(1);
                 loop {
-                    if let Some(status) = child.try_wait()? {
+                    if let Some(status) = try_wait(pid)? {
                         return Ok(status);
                     }
                     super::sleep(pause).await;
@@ -144,10 +164,10 @@ pub mod child {
         }
     }
 
-    fn pidfd(pid: u32) -> io::Result<OwnedFd> {
+    fn pidfd(pid: i32) -> io::Result<OwnedFd> {
         // SAFETY: pidfd_open(2) takes a pid and flags and returns a new descriptor or -1;
         // no memory is passed.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -620,20 +640,29 @@ mod tests {
     }
 
     /// State letter of `pid` in /proc ('Z' for a zombie), or None once it is gone.
-    fn proc_state(pid: u32) -> Option<char> {
+    fn proc_state(pid: i32) -> Option<char> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         stat.rfind(')')
             .and_then(|i| stat.get(i + 2..))
             .and_then(|rest| rest.chars().next())
     }
 
-    fn sh(script: &str) -> std::process::Command {
-        let mut cmd = std::process::Command::new("/bin/sh");
-        cmd.args(["-c", script])
+    /// Starts `sh -c SCRIPT` with stdout on a pipe and hands it to [`child`].
+    // std's Child is not waited for here: `child::Child` adopts its pid and reaps it.
+    #[allow(clippy::zombie_processes)]
+    fn sh(script: &str) -> (child::Child, child::Stdout) {
+        let mut std_child = std::process::Command::new("/bin/sh")
+            .args(["-c", script])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null());
-        cmd
+            .spawn()
+            .expect("spawn sh");
+        let pid = i32::try_from(std_child.id()).expect("pid");
+        // std's Child neither kills nor waits when dropped: the pid is ours to adopt.
+        let child = child::Child::adopt(pid);
+        let out = std_child.stdout.take().expect("piped stdout");
+        let out = child::stdout(std::os::fd::OwnedFd::from(out)).expect("on the reactor");
+        (child, out)
     }
 
     #[test]
@@ -641,11 +670,10 @@ mod tests {
         // stdout ends at once; the exit comes 300 ms later, past the first waitpid.
         let started = Instant::now();
         let status = block_on(async {
-            let mut spawned = child::spawn(&mut sh("exec >&-; sleep 0.3; exit 3"))?;
-            let mut out = spawned.stdout.take().ok_or(io::Error::other("no stdout"))?;
+            let (mut child, mut out) = sh("exec >&-; sleep 0.3; exit 3");
             let mut rest = Vec::new();
             out.read_to_end(&mut rest).await?;
-            spawned.child.status().await
+            child.status().await
         })
         .expect("status");
         assert_eq!(status.code(), Some(3));
@@ -655,9 +683,9 @@ mod tests {
     #[test]
     fn a_child_dropped_while_running_is_killed_and_reaped() {
         let pid = block_on(async {
-            let spawned = child::spawn(&mut sh("exec sleep 30")).expect("spawn");
-            let pid = spawned.child.id();
-            drop(spawned);
+            let (child, out) = sh("exec sleep 30");
+            let pid = child.id();
+            drop((child, out));
             // Its reaping task runs on the executor; give it a moment.
             for _ in 0..100 {
                 if proc_state(pid).is_none() {

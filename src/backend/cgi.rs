@@ -35,15 +35,14 @@
 //! - A script that ends normally is reaped and its group left alone: a child it
 //!   detached on purpose keeps running, as under Apache.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::fs;
 use std::future::Future;
 use std::io;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -159,47 +158,42 @@ impl CgiBackend {
         };
 
         let name: Arc<str> = String::from_utf8_lossy(&target.script_name).into();
-        let mut cmd = std::process::Command::new(&target.exec);
-        cmd.env_clear();
-        for var in &settings.pass_env {
-            if let Some(value) = std::env::var_os(var) {
-                cmd.env(var, value);
-            }
-        }
-        for (var, value) in &settings.env {
-            cmd.env(var, value);
-        }
-        for (var, value) in vars {
-            cmd.env(var, OsString::from_vec(value));
-        }
-        cmd.args(args.into_iter().map(OsString::from_vec))
-            .current_dir(&target.dir)
-            // Its own group, so a time limit or a vanished client kills its children too.
-            .process_group(0);
+        let cmd =
+            script_command(settings, &target, vars, args).map_err(|e| spawn_error(&name, &e))?;
         let (stdin, input) = match input {
-            Input::None => (Stdio::null(), None),
+            Input::None => (procs::Stdin::Null, None),
             // The spool file itself is the script's stdin: the kernel feeds it.
-            Input::File(file) => (Stdio::from(file), None),
-            body @ (Input::Stream(_) | Input::Memory(_)) => (Stdio::piped(), Some(body)),
+            Input::File(file) => (procs::Stdin::Fd(file.into()), None),
+            body @ (Input::Stream(_) | Input::Memory(_)) => (procs::Stdin::Pipe, Some(body)),
         };
-        cmd.stdin(stdin)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
         // fork/exec blocks the calling thread until the child has exec'd (about a
         // millisecond): do it off the executor threads that serve connections.
-        let spawned = rt::spawn_blocking(move || child::spawn(&mut cmd))
+        let spawned = rt::spawn_blocking(move || cmd.spawn(stdin))
             .await
             .map_err(|e| spawn_error(&name, &e))?;
-        let child = spawned.child;
+        // The child is its own group's leader, so its pid is the group id.
+        let pgid = spawned.pid;
+        // From here a drop (an error below included) kills and reaps it.
+        let child = Child::adopt(pgid);
         let guard = self.stats.child_started();
-        // `process_group(0)` makes the child the leader of a group with its own id.
-        let pgid = i32::try_from(child.id()).unwrap_or(0);
         procs::register(pgid);
         log::debug!("{name}: started as pid {pgid}");
 
-        let stdout = spawned.stdout;
-        let stderr = spawned.stderr;
-        let child_stdin = spawned.stdin;
+        let pipes = (|| -> io::Result<_> {
+            Ok((
+                child::stdout(spawned.stdout)?,
+                child::stderr(spawned.stderr)?,
+                spawned.stdin.map(child::stdin).transpose()?,
+            ))
+        })();
+        let (stdout, stderr, child_stdin) = match pipes {
+            Ok(p) => p,
+            Err(e) => {
+                procs::kill_group(pgid);
+                procs::unregister(pgid);
+                return Err(spawn_error(&name, &e));
+            }
+        };
         let (stop_feed, feed_stopped) = bounded::<()>(1);
         let run = Run {
             child,
@@ -212,18 +206,11 @@ impl CgiBackend {
             _stats: guard,
             _stop_feed: stop_feed,
         };
-        let Some(stdout) = stdout else {
-            // Unreachable: stdout was configured piped. `run` kills and reaps on drop.
-            drop(run);
-            return Err(BackendError::Internal("no stdout pipe".into()));
-        };
-        if let Some(stderr) = stderr {
-            drop(rt::spawn(log_stderr(
-                stderr,
-                name.clone(),
-                req_stderr.clone(),
-            )));
-        }
+        drop(rt::spawn(log_stderr(
+            stderr,
+            name.clone(),
+            req_stderr.clone(),
+        )));
         if let (Some(child_stdin), Some(input)) = (child_stdin, input) {
             drop(rt::spawn(feed_stdin(
                 child_stdin,
@@ -515,6 +502,34 @@ fn check_file(root: &Path, path: &Path) -> Probe {
     } else {
         Probe::Script(canonical)
     }
+}
+
+/// The script's command line and environment: only the `pass_env` names, the route's
+/// `env` settings and the meta-variables, later ones winning (gnosek/fcgiwrap's
+/// scrubbing); the script's directory as its working directory.
+fn script_command(
+    settings: &Cgi,
+    target: &Target,
+    vars: Vec<(String, Vec<u8>)>,
+    args: Vec<Vec<u8>>,
+) -> io::Result<procs::Spawn> {
+    let mut cmd = procs::Spawn::new(&target.exec)?;
+    for var in &settings.pass_env {
+        if let Some(value) = std::env::var_os(var) {
+            cmd.env(var.as_bytes(), value.as_bytes())?;
+        }
+    }
+    for (var, value) in &settings.env {
+        cmd.env(var.as_bytes(), value.as_bytes())?;
+    }
+    for (var, value) in &vars {
+        cmd.env(var.as_bytes(), value)?;
+    }
+    for arg in &args {
+        cmd.arg(arg)?;
+    }
+    cmd.dir(&target.dir)?;
+    Ok(cmd)
 }
 
 fn spawn_error(name: &str, e: &io::Error) -> BackendError {
