@@ -318,6 +318,11 @@ pub struct Cgi {
     /// `script_filename`: run the `SCRIPT_FILENAME` a web server sent (fcgiwrap's drop-in
     /// mode), only inside `root`. Default false.
     pub script_filename: bool,
+    /// `whole_body_wait`: how long a script that has sent its head may take to finish
+    /// (with at most 64 KiB of body) so that its response goes out whole, with a
+    /// Content-Length, rather than chunked as it comes. `"0ms"` streams at once. Default
+    /// 1 ms.
+    pub whole_body_wait: Duration,
 }
 
 /// A configuration error: which key, which line, and what is wrong.
@@ -643,6 +648,7 @@ struct RawCgi {
     nph: Option<bool>,
     max_header_bytes: Option<RawSize>,
     script_filename: Option<bool>,
+    whole_body_wait: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -974,6 +980,18 @@ fn typed(
                         |v| size(v, 256, 1 << 24).map(|v| v as usize)
                     ),
                     script_filename: c.script_filename.unwrap_or(false),
+                    whole_body_wait: field!(
+                        k("whole_body_wait"),
+                        c.whole_body_wait,
+                        Duration::from_millis(1),
+                        |v: String| parse_duration(&v).and_then(
+                            |d| if d > Duration::from_secs(1) {
+                                Err(format!("{v:?} is over the 1s this wait may take"))
+                            } else {
+                                Ok(d)
+                            }
+                        )
+                    ),
                 }))
             }
             (None, Some(h)) => Target::Handler(h),
@@ -1464,6 +1482,11 @@ mod tests {
         let e = load_text(&format!("{MIN}[[route]]\nprefix = \"/x/\"\ncgi = {{ root = \"/tmp\", max_concurrent = 0 }}\n"), &[]).unwrap_err();
         assert_eq!(e.0[0].key, "route[0].cgi.max_concurrent");
         assert_eq!(e.0[0].line, Some(5));
+        let e = load_text(&format!("{MIN}[[route]]\nprefix = \"/x/\"\ncgi = {{ root = \"/tmp\", whole_body_wait = \"2s\" }}\n"), &[]).unwrap_err();
+        assert_eq!(
+            (e.0[0].key.as_str(), e.0[0].line),
+            ("route[0].cgi.whole_body_wait", Some(5))
+        );
         let e = load_text(
             &format!("{MIN}[[route]]\nprefix = \"x\"\nhandler = \"echo\"\n"),
             &[],

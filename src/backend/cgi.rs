@@ -201,6 +201,7 @@ impl CgiBackend {
             name: name.clone(),
             deadline: deadline_after(settings.timeout),
             timeout: settings.timeout,
+            whole_body_wait: settings.whole_body_wait,
             reaped: false,
             _permit: permit,
             _stats: guard,
@@ -220,7 +221,7 @@ impl CgiBackend {
             )));
         }
 
-        let (head_tx, head_rx) = bounded::<Result<Head, BackendError>>(1);
+        let (head_tx, head_rx) = bounded::<Result<(Head, Option<Bytes>), BackendError>>(1);
         let (chunk_tx, chunk_rx) = bounded::<Msg>(OUTPUT_QUEUE);
         // Never sent on: its closing (this future or the body dropped) means the client
         // is gone.
@@ -241,7 +242,7 @@ impl CgiBackend {
             run.supervise(stdout, head_opts, head_tx, chunk_tx, alive_rx),
         ));
 
-        let head = match head_rx.recv().await {
+        let (head, whole) = match head_rx.recv().await {
             Ok(head) => head?,
             Err(_) => {
                 return Err(BackendError::Internal(format!(
@@ -256,11 +257,15 @@ impl CgiBackend {
                 headers,
                 body,
             } => {
-                let body = match body {
-                    BodyMode::Stream => Body::from_stream(None, output(chunk_rx, alive_tx)),
-                    BodyMode::Empty => Body::empty(),
+                let body = match (body, whole) {
+                    // The script had already finished: one write, with a Content-Length.
+                    (BodyMode::Stream, Some(whole)) => Body::full(whole),
+                    (BodyMode::Stream, None) => Body::from_stream(None, output(chunk_rx, alive_tx)),
+                    (BodyMode::Empty, _) => Body::empty(),
                     // HEAD: no body, and no claim about its length either.
-                    BodyMode::Discard => Body::from_stream(None, futures_lite::stream::empty()),
+                    (BodyMode::Discard, _) => {
+                        Body::from_stream(None, futures_lite::stream::empty())
+                    }
                 };
                 let mut resp = Response::new(status, body);
                 resp.headers = headers;
@@ -610,6 +615,8 @@ struct Run {
     name: Arc<str>,
     deadline: Instant,
     timeout: Duration,
+    /// The route's `whole_body_wait`.
+    whole_body_wait: Duration,
     reaped: bool,
     _permit: Permit,
     _stats: ChildGuard,
@@ -625,7 +632,7 @@ impl Run {
         mut self,
         mut stdout: ChildStdout,
         opts: HeadOptions,
-        head_tx: Sender<Result<Head, BackendError>>,
+        head_tx: Sender<Result<(Head, Option<Bytes>), BackendError>>,
         chunks: Sender<Msg>,
         alive: Receiver<()>,
     ) {
@@ -661,16 +668,30 @@ impl Run {
         &mut self,
         stdout: &mut ChildStdout,
         opts: HeadOptions,
-        head_tx: &Sender<Result<Head, BackendError>>,
+        head_tx: &Sender<Result<(Head, Option<Bytes>), BackendError>>,
         chunks: Sender<Msg>,
         alive: Receiver<()>,
     ) -> Result<(), Stop> {
         let deadline = self.deadline;
         let (head, rest) = watch(read_head(stdout, &opts), deadline, Some(&alive)).await??;
         let mode = head.mode();
-        head_tx.send(Ok(head)).await.map_err(|_| Stop::Cancelled)?;
-        if mode == BodyMode::Stream {
+        let (rest, whole) = if mode == BodyMode::Stream && !head.frames_body() {
+            match read_ready(stdout, rest, self.whole_body_wait, deadline).await {
+                Ready::Whole(whole) => (Bytes::new(), Some(whole)),
+                Ready::Partial(rest) => (rest, None),
+            }
+        } else {
+            (rest, None)
+        };
+        let streamed = mode == BodyMode::Stream && whole.is_none();
+        head_tx
+            .send(Ok((head, whole)))
+            .await
+            .map_err(|_| Stop::Cancelled)?;
+        if streamed {
             watch(pump(stdout, rest, &chunks), deadline, Some(&alive)).await??;
+        } else if mode == BodyMode::Stream {
+            // The whole body went with the head; stdout is at its end.
         } else {
             // The reply is complete: the client leaving no longer matters.
             drop(alive);
@@ -779,6 +800,48 @@ async fn read_head(stdout: &mut ChildStdout, opts: &HeadOptions) -> Result<(Head
             Err(e) => return Err(Stop::Failed(format!("malformed response head: {e}"))),
         }
     }
+}
+
+/// What [`read_ready`] found.
+enum Ready {
+    /// Output up to its end: the whole body.
+    Whole(Bytes),
+    /// The body so far; the script is still writing.
+    Partial(Bytes),
+}
+
+/// Most scripts have written everything and are exiting by the time their head is
+/// parsed. Reads on while stdout keeps coming, for at most `wait` (and never past the
+/// run's deadline): when it reaches its end within that and stays under
+/// [`OUTPUT_CHUNK`], the response goes out as one write with a Content-Length (as
+/// lighttpd's mod_cgi does) instead of a chunked head, a chunk, and a last chunk after
+/// the exit. Otherwise what was read is streamed first.
+async fn read_ready(
+    stdout: &mut ChildStdout,
+    rest: Bytes,
+    wait: Duration,
+    deadline: Instant,
+) -> Ready {
+    let mut body = Vec::from(rest);
+    if wait.is_zero() {
+        return Ready::Partial(Bytes::from(body));
+    }
+    let until = deadline.min(Instant::now() + wait);
+    let mut buf = [0u8; 4096];
+    while body.len() < OUTPUT_CHUNK {
+        let read = rt::race(async { Some(stdout.read(&mut buf).await) }, async {
+            rt::sleep_until(until).await;
+            None
+        });
+        match read.await {
+            Some(Ok(0)) => return Ready::Whole(Bytes::from(body)),
+            Some(Ok(n)) => body.extend_from_slice(buf.get(..n).unwrap_or_default()),
+            Some(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+            // Not within the wait (or an error, which the streaming read meets again).
+            Some(Err(_)) | None => break,
+        }
+    }
+    Ready::Partial(Bytes::from(body))
 }
 
 /// Streams the body: `rest` first, then stdout in bounded chunks, each sent only when
@@ -975,6 +1038,7 @@ mod tests {
             nph: true,
             max_header_bytes: 64 * 1024,
             script_filename: false,
+            whole_body_wait: Duration::from_millis(1),
         }
     }
 
@@ -2035,6 +2099,26 @@ mod tests {
             eventually(Duration::from_secs(5), || !our_zombies().contains(&pids[0])),
             "leader left a zombie"
         );
+    }
+
+    #[test]
+    fn a_script_done_within_whole_body_wait_is_sent_whole_with_its_length() {
+        let mut s = settings(fixtures());
+        // Generous, so a loaded machine cannot turn this into the streamed case.
+        s.whole_body_wait = Duration::from_secs(1);
+        let (resp, body) = fetch(&backend_with(s), get("/cgi-bin/status.cgi"));
+        assert_eq!(resp.status, StatusCode::NOT_FOUND);
+        assert_eq!(body, "nope\n");
+        assert_eq!(resp.body.len(), Some(5));
+    }
+
+    #[test]
+    fn whole_body_wait_zero_streams_every_response() {
+        let mut s = settings(fixtures());
+        s.whole_body_wait = Duration::ZERO;
+        let (resp, body) = fetch(&backend_with(s), get("/cgi-bin/status.cgi"));
+        assert_eq!(body, "nope\n");
+        assert_eq!(resp.body.len(), None);
     }
 
     #[test]

@@ -36,6 +36,18 @@ impl Head {
             Head::Response { body, .. } => *body,
         }
     }
+
+    /// Whether the head itself frames the body (Content-Length or Transfer-Encoding), so
+    /// the gateway must not frame it differently.
+    pub(crate) fn frames_body(&self) -> bool {
+        match self {
+            Head::LocalRedirect(_) => false,
+            Head::Response { headers, .. } => {
+                headers.contains_key(header::CONTENT_LENGTH)
+                    || headers.contains_key(header::TRANSFER_ENCODING)
+            }
+        }
+    }
 }
 
 /// How a head is read.
