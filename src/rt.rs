@@ -230,6 +230,11 @@ pub async fn timeout<F: Future>(d: Duration, fut: F) -> Result<F::Output, Elapse
     .await
 }
 
+/// Runs two futures at once on the current task until both have finished.
+pub async fn join<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
+    futures_lite::future::zip(a, b).await
+}
+
 /// Waits for whichever of two futures finishes first (the first wins a tie).
 pub async fn race<T, A, B>(a: A, b: B) -> T
 where

@@ -207,11 +207,6 @@ impl CgiBackend {
             _stats: guard,
             _stop_feed: stop_feed,
         };
-        drop(rt::spawn(log_stderr(
-            stderr,
-            name.clone(),
-            req_stderr.clone(),
-        )));
         if let (Some(child_stdin), Some(input)) = (child_stdin, input) {
             drop(rt::spawn(feed_stdin(
                 child_stdin,
@@ -238,9 +233,10 @@ impl CgiBackend {
                 ..Limits::default()
             },
         };
-        drop(rt::spawn(
-            run.supervise(stdout, head_opts, head_tx, chunk_tx, alive_rx),
-        ));
+        // One task per script: its stdout and the run, and beside them its stderr.
+        let stderr = log_stderr(stderr, name.clone(), req_stderr.clone());
+        let run = run.supervise(stdout, head_opts, head_tx, chunk_tx, alive_rx);
+        drop(rt::spawn(rt::join(run, stderr)));
 
         let (head, whole) = match head_rx.recv().await {
             Ok(head) => head?,
