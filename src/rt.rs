@@ -84,6 +84,16 @@ pub mod child {
             self.pid
         }
 
+        /// Reaps the child if it has exited; `None` while it runs. No waiting.
+        pub fn try_status(&mut self) -> io::Result<Option<ExitStatus>> {
+            if self.done {
+                return Err(io::Error::other("exit status already collected"));
+            }
+            let status = try_wait(self.pid)?;
+            self.done = status.is_some();
+            Ok(status)
+        }
+
         /// Waits for the child to exit and reaps it.
         pub async fn status(&mut self) -> io::Result<ExitStatus> {
             if self.done {

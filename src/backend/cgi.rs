@@ -186,7 +186,7 @@ impl CgiBackend {
                 spawned.stdin.map(child::stdin).transpose()?,
             ))
         })();
-        let (stdout, stderr, child_stdin) = match pipes {
+        let (mut stdout, stderr, child_stdin) = match pipes {
             Ok(p) => p,
             Err(e) => {
                 procs::kill_group(pgid);
@@ -195,7 +195,7 @@ impl CgiBackend {
             }
         };
         let (stop_feed, feed_stopped) = bounded::<()>(1);
-        let run = Run {
+        let mut run = Run {
             child,
             pgid,
             name: name.clone(),
@@ -216,11 +216,6 @@ impl CgiBackend {
             )));
         }
 
-        let (head_tx, head_rx) = bounded::<Result<(Head, Option<Bytes>), BackendError>>(1);
-        let (chunk_tx, chunk_rx) = bounded::<Msg>(OUTPUT_QUEUE);
-        // Never sent on: its closing (this future or the body dropped) means the client
-        // is gone.
-        let (alive_tx, alive_rx) = bounded::<()>(1);
         let head_opts = HeadOptions {
             // CGI-AMB-12: NPH output is HTTP/1.x; for later protocols the head is read as
             // a CGI head (which may start with a status line, SCGI-AMB-1).
@@ -233,17 +228,77 @@ impl CgiBackend {
                 ..Limits::default()
             },
         };
-        // One task per script: its stdout and the run, and beside them its stderr.
-        let stderr = log_stderr(stderr, name.clone(), req_stderr.clone());
-        let run = run.supervise(stdout, head_opts, head_tx, chunk_tx, alive_rx);
-        drop(rt::spawn(rt::join(run, stderr)));
+        let mut stderr = Box::pin(log_stderr(stderr, name.clone(), req_stderr.clone()));
 
-        let (head, whole) = match head_rx.recv().await {
-            Ok(head) => head?,
-            Err(_) => {
-                return Err(BackendError::Internal(format!(
-                    "{name}: supervisor ended without an answer"
-                )));
+        // The head, on this task (dropping this future kills the script: `Run`'s drop),
+        // with stderr drained alongside so a script that writes much there first cannot
+        // block. Most scripts have finished by the time their head is parsed: then the
+        // whole body comes with it.
+        let whole_body_wait = run.whole_body_wait;
+        let deadline = run.deadline;
+        let head_phase = async {
+            let (head, rest) = read_head(&mut stdout, &head_opts).await?;
+            let whole = if head.mode() == BodyMode::Stream && !head.frames_body() {
+                read_ready(&mut stdout, rest, whole_body_wait, deadline).await
+            } else {
+                Ready::Partial(rest)
+            };
+            Ok::<_, Stop>((head, whole))
+        };
+        let mut stderr_done = false;
+        let drain = async {
+            stderr.as_mut().await;
+            stderr_done = true;
+            std::future::pending().await
+        };
+        // Boxed: the read buffers and parser state would otherwise sit inline in every
+        // caller's future.
+        let outcome = Box::pin(watch(rt::race(head_phase, drain), deadline, None)).await;
+        let outcome = match outcome {
+            Ok(Ok(done)) => Ok(done),
+            Ok(Err(stop)) | Err(stop) => Err(stop),
+        };
+        let (head, whole) = match outcome {
+            Ok(done) => done,
+            Err(stop) => {
+                let err = run.abort(stop, Some(stdout)).await;
+                if !stderr_done {
+                    // What it said before it failed belongs in the log.
+                    drop(rt::spawn(stderr));
+                }
+                return Err(
+                    err.unwrap_or_else(|| BackendError::Internal(format!("{name}: cancelled")))
+                );
+            }
+        };
+        let stderr = (!stderr_done).then_some(stderr);
+
+        let mode = head.mode();
+        let body = match whole {
+            Ready::Whole(whole) => {
+                // stdout is at its end: the script has exited or is about to. Reap it
+                // here if it has; otherwise a task waits for it (and its stderr).
+                if !run.try_reap() || stderr.is_some() {
+                    drop(rt::spawn(async move {
+                        run.finish_exit().await;
+                        if let Some(stderr) = stderr {
+                            stderr.await;
+                        }
+                    }));
+                }
+                Some(Body::full(whole))
+            }
+            Ready::Partial(rest) => {
+                let (chunk_tx, chunk_rx) = bounded::<Msg>(OUTPUT_QUEUE);
+                // Never sent on: its closing (the body dropped) means the client is gone.
+                let (alive_tx, alive_rx) = bounded::<()>(1);
+                let after = run.after_head(stdout, mode, rest, chunk_tx, alive_rx);
+                match stderr {
+                    Some(stderr) => drop(rt::spawn(rt::join(after, stderr))),
+                    None => drop(rt::spawn(after)),
+                }
+                (mode == BodyMode::Stream)
+                    .then(|| Body::from_stream(None, output(chunk_rx, alive_tx)))
             }
         };
         Ok(match head {
@@ -251,13 +306,11 @@ impl CgiBackend {
             Head::Response {
                 status,
                 headers,
-                body,
+                body: mode,
             } => {
-                let body = match (body, whole) {
-                    // The script had already finished: one write, with a Content-Length.
-                    (BodyMode::Stream, Some(whole)) => Body::full(whole),
-                    (BodyMode::Stream, None) => Body::from_stream(None, output(chunk_rx, alive_tx)),
-                    (BodyMode::Empty, _) => Body::empty(),
+                let body = match (mode, body) {
+                    (BodyMode::Stream, Some(body)) => body,
+                    (BodyMode::Stream, None) | (BodyMode::Empty, _) => Body::empty(),
                     // HEAD: no body, and no claim about its length either.
                     (BodyMode::Discard, _) => {
                         Body::from_stream(None, futures_lite::stream::empty())
@@ -621,87 +674,105 @@ struct Run {
 }
 
 impl Run {
-    /// Drives the script to its end, sending the head to `head_tx` and the body to
-    /// `chunks`; on any abnormal end kills the group first, then reaps the leader (so
-    /// the group id cannot have been reused when the signal is sent).
-    async fn supervise(
+    /// After the head: streams the rest of stdout to `chunks` (or discards it), then
+    /// reaps the script; on any abnormal end kills the group first, then reaps the leader
+    /// (so the group id cannot have been reused when the signal is sent).
+    async fn after_head(
         mut self,
         mut stdout: ChildStdout,
-        opts: HeadOptions,
-        head_tx: Sender<Result<(Head, Option<Bytes>), BackendError>>,
+        mode: BodyMode,
+        rest: Bytes,
         chunks: Sender<Msg>,
         alive: Receiver<()>,
     ) {
-        let outcome = self.drive(&mut stdout, opts, &head_tx, chunks, alive).await;
-        let Err(stop) = outcome else { return };
+        let deadline = self.deadline;
+        let outcome = async {
+            if mode == BodyMode::Stream {
+                watch(pump(&mut stdout, rest, &chunks), deadline, Some(&alive)).await??;
+            } else {
+                // The reply is complete: the client leaving no longer matters.
+                drop(alive);
+                watch(discard(&mut stdout), deadline, None).await?;
+            }
+            Ok::<_, Stop>(())
+        }
+        .await;
+        drop(chunks);
+        match outcome {
+            Ok(()) => self.finish_exit().await,
+            // The head is out; the body stream, closed without its end mark, fails.
+            Err(stop) => drop(self.abort(stop, Some(stdout)).await),
+        }
+    }
+
+    /// Reaps the script if it has exited; no waiting.
+    fn try_reap(&mut self) -> bool {
+        match self.child.try_status() {
+            Ok(Some(status)) => {
+                self.reaped(Some(&status));
+                self.log_exit(&status);
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                log::warn!("{}: wait failed: {e}", self.name);
+                false
+            }
+        }
+    }
+
+    /// Waits (within the time limit) for a script whose output has ended to exit.
+    async fn finish_exit(&mut self) {
+        if self.reaped {
+            return;
+        }
+        match watch(self.child.status(), self.deadline, None).await {
+            Ok(Ok(status)) => {
+                self.reaped(Some(&status));
+                self.log_exit(&status);
+            }
+            Ok(Err(e)) => log::warn!("{}: wait failed: {e}", self.name),
+            Err(stop) => drop(self.abort(stop, None).await),
+        }
+    }
+
+    fn log_exit(&self, status: &ExitStatus) {
+        if status.success() {
+            log::debug!("{}: {status}", self.name);
+        } else {
+            log::warn!("{}: {status}", self.name);
+        }
+    }
+
+    /// Ends an abnormal run: kills the group, reaps the leader, logs why; the error to
+    /// answer with, if the client is still there to get one.
+    async fn abort(&mut self, stop: Stop, stdout: Option<ChildStdout>) -> Option<BackendError> {
         procs::kill_group(self.pgid);
         drop(stdout);
         let status = self.reap().await;
         let name = &self.name;
-        let err = match stop {
+        match stop {
             Stop::Timeout => {
                 log::warn!(
                     "{name}: killed after the {:?} time limit ({status})",
                     self.timeout
                 );
-                BackendError::Timeout(format!("{name}: no answer within {:?}", self.timeout))
+                Some(BackendError::Timeout(format!(
+                    "{name}: no answer within {:?}",
+                    self.timeout
+                )))
             }
             Stop::Cancelled => {
                 log::debug!("{name}: client went away, killed ({status})");
-                return;
+                None
             }
             Stop::Failed(why) => {
                 log::warn!("{name}: {why} ({status})");
-                BackendError::BadGateway(format!("{name}: {why} ({status})"))
+                Some(BackendError::BadGateway(format!(
+                    "{name}: {why} ({status})"
+                )))
             }
-        };
-        // Only read when the head was not sent yet; otherwise it falls on the floor and
-        // the body stream, closed without its end mark, fails.
-        let _ = head_tx.try_send(Err(err));
-    }
-
-    async fn drive(
-        &mut self,
-        stdout: &mut ChildStdout,
-        opts: HeadOptions,
-        head_tx: &Sender<Result<(Head, Option<Bytes>), BackendError>>,
-        chunks: Sender<Msg>,
-        alive: Receiver<()>,
-    ) -> Result<(), Stop> {
-        let deadline = self.deadline;
-        let (head, rest) = watch(read_head(stdout, &opts), deadline, Some(&alive)).await??;
-        let mode = head.mode();
-        let (rest, whole) = if mode == BodyMode::Stream && !head.frames_body() {
-            match read_ready(stdout, rest, self.whole_body_wait, deadline).await {
-                Ready::Whole(whole) => (Bytes::new(), Some(whole)),
-                Ready::Partial(rest) => (rest, None),
-            }
-        } else {
-            (rest, None)
-        };
-        let streamed = mode == BodyMode::Stream && whole.is_none();
-        head_tx
-            .send(Ok((head, whole)))
-            .await
-            .map_err(|_| Stop::Cancelled)?;
-        if streamed {
-            watch(pump(stdout, rest, &chunks), deadline, Some(&alive)).await??;
-        } else if mode == BodyMode::Stream {
-            // The whole body went with the head; stdout is at its end.
-        } else {
-            // The reply is complete: the client leaving no longer matters.
-            drop(alive);
-            watch(discard(stdout), deadline, None).await?;
         }
-        drop(chunks);
-        let status = watch(self.child.status(), deadline, None).await?;
-        self.reaped(status.as_ref().ok());
-        match status {
-            Ok(s) if s.success() => log::debug!("{}: {s}", self.name),
-            Ok(s) => log::warn!("{}: {s}", self.name),
-            Err(e) => log::warn!("{}: wait failed: {e}", self.name),
-        }
-        Ok(())
     }
 
     /// Waits for the leader after SIGKILL; describes how it ended.
@@ -2106,6 +2177,25 @@ mod tests {
         assert_eq!(resp.status, StatusCode::NOT_FOUND);
         assert_eq!(body, "nope\n");
         assert_eq!(resp.body.len(), Some(5));
+    }
+
+    #[test]
+    fn a_script_that_runs_on_after_closing_its_output_is_answered_then_reaped() {
+        let b = backend();
+        let started = Instant::now();
+        let (resp, body) = fetch(&b, get("/cgi-bin/linger.cgi"));
+        assert_eq!(body, "done\n");
+        assert_eq!(resp.body.len(), Some(5));
+        assert!(
+            started.elapsed() < Duration::from_millis(450),
+            "waited for the exit"
+        );
+        assert!(eventually(Duration::from_secs(5), || b
+            .stats
+            .children
+            .load(Ordering::Relaxed)
+            == 0));
+        assert!(our_zombies().is_empty(), "zombies: {:?}", our_zombies());
     }
 
     #[test]
