@@ -150,7 +150,7 @@ struct Slot {
     /// A Filter's body, held until DATA ends and the request starts.
     body_rx: Option<rt::channel::Receiver<io::Result<Bytes>>>,
     /// Dropping it aborts the request task.
-    abort: Option<rt::ShutdownTrigger>,
+    abort: Option<AbortTrigger>,
     /// Counts toward the listener's in-flight limit while held.
     /// Counts toward the listener's in-flight limit; moves into the request task when
     /// the request starts, so it is released the moment the request ends.
@@ -284,8 +284,10 @@ async fn reader(
         // empty STDIN (its end is usually in the same read) has then closed the body,
         // and an answer that needs nothing else is ready on the first poll.
         let mut ready = Vec::new();
-        for event in events {
-            on_event(event, ctx, shared, cmd_tx, &mut slots, &mut ready).await;
+        let mut events = events.into_iter();
+        while let Some(event) = events.next() {
+            let rest = events.as_slice();
+            on_event(event, rest, ctx, shared, cmd_tx, &mut slots, &mut ready).await;
         }
         for work in ready {
             run(work).await;
@@ -305,6 +307,7 @@ async fn reader(
 
 async fn on_event(
     event: Event,
+    rest: &[Event],
     ctx: &ConnCtx,
     shared: &Shared,
     cmd_tx: &rt::channel::Sender<Cmd>,
@@ -342,10 +345,14 @@ async fn on_event(
             };
             // One buffer for the whole block; each name and value is a slice of it.
             let block = Bytes::from(params.into_bytes());
-            let params: Vec<(Bytes, Bytes)> = proto::fastcgi::NameValues::new(&block)
-                .filter_map(Result::ok)
-                .map(|(n, v)| (block.slice_ref(n), block.slice_ref(v)))
-                .collect();
+            // Sized once: a web server sends a few dozen (nginx's fastcgi_params: 18
+            // plus the HTTP_ headers), and growing from nothing copied them four times.
+            let mut params: Vec<(Bytes, Bytes)> = Vec::with_capacity(32);
+            params.extend(
+                proto::fastcgi::NameValues::new(&block)
+                    .filter_map(Result::ok)
+                    .map(|(n, v)| (slice_of(&block, n), slice_of(&block, v))),
+            );
             if slot.role == Role::FILTER {
                 // The filter starts once its DATA file is complete.
                 slot.pending = Some(params);
@@ -362,9 +369,22 @@ async fn on_event(
                 slot.body_rx = Some(rx);
                 return;
             }
-            let (tx, rx) = rt::channel::bounded(channel_slots(&ctx.settings));
-            slot.stdin = Some(tx);
-            ready.push(start(id, params, rx, ctx, shared, cmd_tx, slot));
+            // STDIN that ends, empty, in this same read (a GET through nginx) needs no
+            // channel to carry it.
+            let stdin_ended = rest
+                .iter()
+                .find_map(|e| match e {
+                    Event::Stdin { id: i, .. } if *i == id => Some(false),
+                    Event::StdinEnd { id: i } if *i == id => Some(true),
+                    _ => None,
+                })
+                .unwrap_or(false);
+            let body_rx = (!stdin_ended).then(|| {
+                let (tx, rx) = rt::channel::bounded(channel_slots(&ctx.settings));
+                slot.stdin = Some(tx);
+                rx
+            });
+            ready.push(start(id, params, body_rx, ctx, shared, cmd_tx, slot));
         }
         Event::Stdin { id, data } => {
             let Some(slot) = slots.get_mut(&id) else {
@@ -412,7 +432,7 @@ async fn on_event(
                     Bytes::from(file.path().display().to_string()),
                 ));
                 if let Some(rx) = slot.body_rx.take() {
-                    ready.push(start(id, params, rx, ctx, shared, cmd_tx, slot));
+                    ready.push(start(id, params, Some(rx), ctx, shared, cmd_tx, slot));
                 }
             }
         }
@@ -437,7 +457,8 @@ async fn on_event(
 /// if CONTENT_LENGTH promised more, the body is cut short and that is an error for the
 /// backend (the web server aborted or closed), not a short body.
 struct Stdin {
-    rx: std::pin::Pin<Box<rt::channel::Receiver<io::Result<Bytes>>>>,
+    /// `None`: STDIN ended before the request started, with nothing in it.
+    rx: Option<std::pin::Pin<Box<rt::channel::Receiver<io::Result<Bytes>>>>>,
     declared: Option<u64>,
     seen: u64,
 }
@@ -450,7 +471,11 @@ impl futures_lite::Stream for Stdin {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
         use std::task::Poll;
-        match self.rx.as_mut().poll_next(cx) {
+        let next = match self.rx.as_mut() {
+            Some(rx) => rx.as_mut().poll_next(cx),
+            None => Poll::Ready(None),
+        };
+        match next {
             Poll::Ready(Some(Ok(b))) => {
                 self.seen += b.len() as u64;
                 Poll::Ready(Some(Ok(b)))
@@ -467,6 +492,16 @@ impl futures_lite::Stream for Stdin {
     }
 }
 
+/// `name` or `value`, a slice of `block`, as a `Bytes` sharing it; an empty one shares
+/// nothing (nginx sends several empty params, and each share is two atomic operations).
+fn slice_of(block: &Bytes, part: &[u8]) -> Bytes {
+    if part.is_empty() {
+        Bytes::new()
+    } else {
+        block.slice_ref(part)
+    }
+}
+
 /// How many STDIN records a request's channel holds: `stdin_buffer` in records of up to
 /// 64 KiB (at least 4).
 fn channel_slots(settings: &Fastcgi) -> usize {
@@ -477,7 +512,8 @@ fn channel_slots(settings: &Fastcgi) -> usize {
 fn start(
     id: u16,
     params: Vec<(Bytes, Bytes)>,
-    body_rx: rt::channel::Receiver<io::Result<Bytes>>,
+    // `None`: STDIN already ended, empty.
+    body_rx: Option<rt::channel::Receiver<io::Result<Bytes>>>,
     ctx: &ConnCtx,
     shared: &Shared,
     cmd_tx: &rt::channel::Sender<Cmd>,
@@ -502,7 +538,7 @@ fn start(
         len => Body::from_stream(
             len,
             Stdin {
-                rx: Box::pin(body_rx),
+                rx: body_rx.map(Box::pin),
                 declared: len,
                 seen: 0,
             },
@@ -520,7 +556,7 @@ fn start(
             emit_or_drop(&shared, &tx, Cmd::Stderr(id, b));
         }));
     }
-    let (trigger, abort) = rt::shutdown_pair();
+    let (trigger, abort) = abort_pair();
     slot.abort = Some(trigger);
     let in_flight = slot.in_flight.take();
     let dispatcher = ctx.dispatcher.clone();
@@ -584,7 +620,7 @@ fn start(
         // future, which is moved whole into its box.
         let status = futures_lite::future::or(
             async {
-                abort.wait().await;
+                abort.await;
                 None
             },
             work,
@@ -600,6 +636,76 @@ fn start(
         let _ = batch.flush(&shared, &tx).await;
         drop(in_flight);
     })
+}
+
+/// Stops a request's work when dropped or triggered (ABORT_REQUEST, or the reader gone).
+/// One allocation and no listener list per request, where a channel pair
+/// (`rt::shutdown_pair`) cost a channel, an event and a listener.
+struct AbortTrigger(Arc<AbortState>);
+
+/// Completes once the request's [`AbortTrigger`] is gone.
+struct Aborted(Arc<AbortState>);
+
+struct AbortState {
+    aborted: std::sync::atomic::AtomicBool,
+    waker: Mutex<Option<std::task::Waker>>,
+}
+
+fn abort_pair() -> (AbortTrigger, Aborted) {
+    let state = Arc::new(AbortState {
+        aborted: std::sync::atomic::AtomicBool::new(false),
+        waker: Mutex::new(None),
+    });
+    (AbortTrigger(state.clone()), Aborted(state))
+}
+
+impl AbortTrigger {
+    fn trigger(self) {
+        drop(self);
+    }
+}
+
+impl Drop for AbortTrigger {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.0.aborted.store(true, SeqCst);
+        // Taken under the lock the waiter stores under: either it sees the flag, or its
+        // waker is here.
+        let waker = self.0.waker.lock().ok().and_then(|mut w| w.take());
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+impl Future for Aborted {
+    type Output = ();
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.0.aborted.load(SeqCst) {
+            return Poll::Ready(());
+        }
+        if let Ok(mut w) = self.0.waker.lock()
+            && !w.as_ref().is_some_and(|old| old.will_wake(cx.waker()))
+        {
+            *w = Some(cx.waker().clone());
+        }
+        if self.0.aborted.load(SeqCst) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl Drop for Aborted {
+    fn drop(&mut self) {
+        // The request is over: a trigger dropped later has nobody to wake.
+        if let Ok(mut w) = self.0.waker.lock() {
+            w.take();
+        }
+    }
 }
 
 /// A request's work, from its params to its END_REQUEST.
