@@ -229,6 +229,9 @@ async fn reader(
         })
     };
     let mut ticker = new_tick();
+    // Kept across reads, so a read costs no allocation for them.
+    let mut events = Vec::new();
+    let mut ready = Vec::new();
     loop {
         // Idle: no active request. Shutdown or the idle timeout close such a connection;
         // with requests active, reading goes on (aborts must still arrive). Reads are
@@ -265,17 +268,16 @@ async fn reader(
             return Ok(());
         }
         let filled = n == buf.len();
-        let (events, pending) = {
+        let pending = {
             let Ok(mut s) = shared.lock() else {
                 return Ok(());
             };
             let m = &mut s.machine;
             m.handle_read(&buf[..n]).map_err(ReadEnd::Protocol)?;
-            let mut events = Vec::new();
             while let Some(e) = m.poll_event() {
                 events.push(e);
             }
-            (events, m.pending_transmit() > 0)
+            m.pending_transmit() > 0
         };
         if pending {
             let _ = emit(shared, cmd_tx, &mut Vec::new()).await;
@@ -283,13 +285,13 @@ async fn reader(
         // Requests start once every record of this read has been handled: a GET's
         // empty STDIN (its end is usually in the same read) has then closed the body,
         // and an answer that needs nothing else is ready on the first poll.
-        let mut ready = Vec::new();
-        let mut events = events.into_iter();
-        while let Some(event) = events.next() {
-            let rest = events.as_slice();
+        let mut drain = events.drain(..);
+        while let Some(event) = drain.next() {
+            let rest = drain.as_slice();
             on_event(event, rest, ctx, shared, cmd_tx, &mut slots, &mut ready).await;
         }
-        for work in ready {
+        drop(drain);
+        for work in ready.drain(..) {
             run(work).await;
         }
         // Ended requests leave the table once the machine has forgotten them.
