@@ -189,7 +189,7 @@ pub mod child {
 
 /// Channels used between tasks.
 pub mod channel {
-    pub use async_channel::{Receiver, Sender, bounded, unbounded};
+    pub use async_channel::{Receiver, Sender, TrySendError, bounded, unbounded};
 }
 
 /// Spawns a task on the runtime.

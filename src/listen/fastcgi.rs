@@ -4,6 +4,13 @@
 //! task that feeds its output to the writer in bounded pieces, so output from many
 //! multiplexed requests interleaves and no request can starve the others.
 //!
+//! Two shortcuts keep the common case (a web server sending one request at a time, an
+//! answer that is ready at once) to one task and one write: a request is first polled
+//! by the reader itself and gets a task of its own only if it has to wait; and output
+//! goes straight into the machine and onto the socket while the writer task is idle
+//! with nothing queued, the writer's queue taking over (in order, with its backpressure)
+//! as soon as a write would block.
+//!
 //! Roles: Responder; Authorizer (the backend's answer goes back as is: 200 with
 //! `Variable-*` headers allows, anything else denies); Filter (STDIN is the body, DATA is
 //! spooled to a temporary file whose path is the `FCGI_DATA_FILE` param). ABORT_REQUEST
@@ -13,9 +20,11 @@
 //! Must not import backend or route.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io::{self, Write as _};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
 use bytes::Bytes;
 use proto::fastcgi::server::{self, Event};
@@ -113,6 +122,22 @@ enum Cmd {
     Flush,
 }
 
+/// The connection's output side, shared by the reader, the request tasks and the writer.
+struct Output {
+    machine: server::Conn,
+    /// The socket, for writes that do not wait (see [`emit`]).
+    conn: Conn,
+    /// Commands sent to the writer and not yet applied. Output may bypass the queue only
+    /// when this is 0, so a request's output never overtakes what it queued before.
+    queued: usize,
+    /// The writer task waits for commands and has nothing of its own left to write.
+    writer_idle: bool,
+    /// Bytes a direct write could not send; the writer sends them before anything else.
+    leftover: Vec<u8>,
+}
+
+type Shared = Arc<Mutex<Output>>;
+
 /// The reader's view of one active request.
 struct Slot {
     role: Role,
@@ -125,7 +150,7 @@ struct Slot {
     /// A Filter's body, held until DATA ends and the request starts.
     body_rx: Option<rt::channel::Receiver<io::Result<Bytes>>>,
     /// Dropping it aborts the request task.
-    abort: Option<rt::ShutdownTrigger>,
+    abort: Option<AbortTrigger>,
     /// Counts toward the listener's in-flight limit while held.
     /// Counts toward the listener's in-flight limit; moves into the request task when
     /// the request starts, so it is released the moment the request ends.
@@ -142,18 +167,24 @@ impl Drop for InFlight {
 
 async fn connection(conn: Conn, ctx: ConnCtx, shutdown: rt::Shutdown) {
     let settings = ctx.settings.clone();
-    let machine = Arc::new(Mutex::new(server::Conn::new(server::Config {
-        max_conns: settings.max_conns,
-        max_reqs: settings.max_reqs,
-        mpxs_conns: settings.mpxs_conns,
-        max_params_len: settings.max_params_bytes,
-        max_requests: settings.max_requests_per_conn,
-        reject_unknown_roles: true,
-    })));
+    let shared = Arc::new(Mutex::new(Output {
+        machine: server::Conn::new(server::Config {
+            max_conns: settings.max_conns,
+            max_reqs: settings.max_reqs,
+            mpxs_conns: settings.mpxs_conns,
+            max_params_len: settings.max_params_bytes,
+            max_requests: settings.max_requests_per_conn,
+            reject_unknown_roles: true,
+        }),
+        conn: conn.clone(),
+        queued: 0,
+        writer_idle: true,
+        leftover: Vec::new(),
+    }));
     let (cmd_tx, cmd_rx) = rt::channel::bounded::<Cmd>(64);
-    let writer = rt::spawn(writer(conn.clone(), machine.clone(), cmd_rx));
+    let writer = rt::spawn(writer(conn.clone(), shared.clone(), cmd_rx));
     let peer = ctx.peer.addr.clone();
-    let result = reader(conn, &ctx, &machine, &cmd_tx, &shutdown).await;
+    let result = reader(conn, &ctx, &shared, &cmd_tx, &shutdown).await;
     match result {
         Ok(()) => {}
         Err(ReadEnd::Io(e)) => {
@@ -177,7 +208,7 @@ enum ReadEnd {
 async fn reader(
     mut conn: Conn,
     ctx: &ConnCtx,
-    machine: &Mutex<server::Conn>,
+    shared: &Shared,
     cmd_tx: &rt::channel::Sender<Cmd>,
     shutdown: &rt::Shutdown,
 ) -> Result<(), ReadEnd> {
@@ -186,26 +217,38 @@ async fn reader(
     // cheap); grown once a read fills it, for bodies arriving in bulk.
     let mut buf = vec![0u8; 4 * 1024];
     let mut last_read = std::time::Instant::now();
+    let tick = ctx
+        .settings
+        .idle_timeout
+        .min(std::time::Duration::from_secs(1));
+    // The tick outlives the reads it races: made anew for every read, its timer and the
+    // shutdown listener were registered and removed once per request.
+    let new_tick = || {
+        Box::pin(async move {
+            rt::race(rt::sleep(tick), shutdown.wait()).await;
+        })
+    };
+    let mut ticker = new_tick();
+    // Kept across reads, so a read costs no allocation for them.
+    let mut events = Vec::new();
+    let mut ready = Vec::new();
     loop {
         // Idle: no active request. Shutdown or the idle timeout close such a connection;
         // with requests active, reading goes on (aborts must still arrive). Reads are
         // re-armed every tick (cancel-safe), so a connection whose last request just
         // ended is seen idle without waiting for more input.
-        let tick = ctx
-            .settings
-            .idle_timeout
-            .min(std::time::Duration::from_secs(1));
         let read = rt::race(async { Some(conn.read(&mut buf).await) }, async {
-            rt::race(rt::sleep(tick), shutdown.wait()).await;
+            (&mut ticker).await;
             None
         })
         .await;
         let n = match read {
             Some(r) => r.map_err(ReadEnd::Io)?,
             None => {
-                let idle = machine
+                ticker = new_tick();
+                let idle = shared
                     .lock()
-                    .map(|m| m.active_requests() == 0)
+                    .map(|s| s.machine.active_requests() == 0)
                     .unwrap_or(true);
                 if idle
                     && (shutdown.is_triggered() || last_read.elapsed() >= ctx.settings.idle_timeout)
@@ -225,26 +268,35 @@ async fn reader(
             return Ok(());
         }
         let filled = n == buf.len();
-        let (events, pending) = {
-            let Ok(mut m) = machine.lock() else {
+        let pending = {
+            let Ok(mut s) = shared.lock() else {
                 return Ok(());
             };
+            let m = &mut s.machine;
             m.handle_read(&buf[..n]).map_err(ReadEnd::Protocol)?;
-            let mut events = Vec::new();
             while let Some(e) = m.poll_event() {
                 events.push(e);
             }
-            (events, m.pending_transmit() > 0)
+            m.pending_transmit() > 0
         };
         if pending {
-            let _ = cmd_tx.send(Cmd::Flush).await;
+            let _ = emit(shared, cmd_tx, &mut Vec::new()).await;
         }
-        for event in events {
-            on_event(event, ctx, machine, cmd_tx, &mut slots).await;
+        // Requests start once every record of this read has been handled: a GET's
+        // empty STDIN (its end is usually in the same read) has then closed the body,
+        // and an answer that needs nothing else is ready on the first poll.
+        let mut drain = events.drain(..);
+        while let Some(event) = drain.next() {
+            let rest = drain.as_slice();
+            on_event(event, rest, ctx, shared, cmd_tx, &mut slots, &mut ready).await;
+        }
+        drop(drain);
+        for work in ready.drain(..) {
+            run(work).await;
         }
         // Ended requests leave the table once the machine has forgotten them.
-        if let Ok(m) = machine.lock() {
-            slots.retain(|id, _| m.is_active(*id));
+        if let Ok(s) = shared.lock() {
+            slots.retain(|id, _| s.machine.is_active(*id));
         }
         if filled && buf.len() < 64 * 1024 {
             buf.resize(64 * 1024, 0);
@@ -257,10 +309,12 @@ async fn reader(
 
 async fn on_event(
     event: Event,
+    rest: &[Event],
     ctx: &ConnCtx,
-    machine: &Mutex<server::Conn>,
+    shared: &Shared,
     cmd_tx: &rt::channel::Sender<Cmd>,
     slots: &mut HashMap<u16, Slot>,
+    ready: &mut Vec<Work>,
 ) {
     match event {
         Event::BeginRequest { id, role, .. } => {
@@ -271,7 +325,7 @@ async fn on_event(
             if now > ctx.settings.max_reqs as usize {
                 drop(slot);
                 log::warn!(target: "portico::listen::fastcgi", "{}: request {id} refused: {} requests in flight (max_reqs)", ctx.peer.addr, now - 1);
-                reject(machine, cmd_tx, id, ProtocolStatus::OVERLOADED).await;
+                reject(shared, cmd_tx, id, ProtocolStatus::OVERLOADED).await;
                 return;
             }
             slots.insert(
@@ -293,10 +347,14 @@ async fn on_event(
             };
             // One buffer for the whole block; each name and value is a slice of it.
             let block = Bytes::from(params.into_bytes());
-            let params: Vec<(Bytes, Bytes)> = proto::fastcgi::NameValues::new(&block)
-                .filter_map(Result::ok)
-                .map(|(n, v)| (block.slice_ref(n), block.slice_ref(v)))
-                .collect();
+            // Sized once: a web server sends a few dozen (nginx's fastcgi_params: 18
+            // plus the HTTP_ headers), and growing from nothing copied them four times.
+            let mut params: Vec<(Bytes, Bytes)> = Vec::with_capacity(32);
+            params.extend(
+                proto::fastcgi::NameValues::new(&block)
+                    .filter_map(Result::ok)
+                    .map(|(n, v)| (slice_of(&block, n), slice_of(&block, v))),
+            );
             if slot.role == Role::FILTER {
                 // The filter starts once its DATA file is complete.
                 slot.pending = Some(params);
@@ -304,7 +362,7 @@ async fn on_event(
                     Ok(f) => slot.data = Some(f),
                     Err(e) => {
                         log::warn!(target: "portico::listen::fastcgi", "request {id}: cannot spool FCGI_DATA: {e}");
-                        end_now(cmd_tx, id, 1).await;
+                        end_now(shared, cmd_tx, id, 1).await;
                     }
                 }
                 // STDIN still becomes the body, buffered in the channel meanwhile.
@@ -313,9 +371,22 @@ async fn on_event(
                 slot.body_rx = Some(rx);
                 return;
             }
-            let (tx, rx) = rt::channel::bounded(channel_slots(&ctx.settings));
-            slot.stdin = Some(tx);
-            start(id, params, rx, ctx, cmd_tx, slot);
+            // STDIN that ends, empty, in this same read (a GET through nginx) needs no
+            // channel to carry it.
+            let stdin_ended = rest
+                .iter()
+                .find_map(|e| match e {
+                    Event::Stdin { id: i, .. } if *i == id => Some(false),
+                    Event::StdinEnd { id: i } if *i == id => Some(true),
+                    _ => None,
+                })
+                .unwrap_or(false);
+            let body_rx = (!stdin_ended).then(|| {
+                let (tx, rx) = rt::channel::bounded(channel_slots(&ctx.settings));
+                slot.stdin = Some(tx);
+                rx
+            });
+            ready.push(start(id, params, body_rx, ctx, shared, cmd_tx, slot));
         }
         Event::Stdin { id, data } => {
             let Some(slot) = slots.get_mut(&id) else {
@@ -324,7 +395,16 @@ async fn on_event(
             if let Some(tx) = &slot.stdin {
                 // A full channel stops this reader: the backend is not keeping up. A
                 // closed one means the request no longer reads its body: drop the bytes.
-                let _ = tx.send(Ok(Bytes::from(data))).await;
+                match tx.try_send(Ok(Bytes::from(data))) {
+                    Err(rt::channel::TrySendError::Full(item)) => {
+                        // The request that would drain it may not have started yet.
+                        for work in ready.drain(..) {
+                            run(work).await;
+                        }
+                        let _ = tx.send(item).await;
+                    }
+                    Ok(()) | Err(rt::channel::TrySendError::Closed(_)) => {}
+                }
             }
         }
         Event::StdinEnd { id } => {
@@ -341,7 +421,7 @@ async fn on_event(
             {
                 log::warn!(target: "portico::listen::fastcgi", "request {id}: cannot spool FCGI_DATA: {e}");
                 slot.data = None;
-                end_now(cmd_tx, id, 1).await;
+                end_now(shared, cmd_tx, id, 1).await;
             }
         }
         Event::DataEnd { id } => {
@@ -354,7 +434,7 @@ async fn on_event(
                     Bytes::from(file.path().display().to_string()),
                 ));
                 if let Some(rx) = slot.body_rx.take() {
-                    start(id, params, rx, ctx, cmd_tx, slot);
+                    ready.push(start(id, params, Some(rx), ctx, shared, cmd_tx, slot));
                 }
             }
         }
@@ -368,7 +448,7 @@ async fn on_event(
                     // The task stops its work and sends END_REQUEST itself (FCGI-5.4-3).
                     Some(trigger) => trigger.trigger(),
                     // Nothing started yet: end it here.
-                    None => end_now(cmd_tx, id, 1).await,
+                    None => end_now(shared, cmd_tx, id, 1).await,
                 }
             }
         }
@@ -379,7 +459,8 @@ async fn on_event(
 /// if CONTENT_LENGTH promised more, the body is cut short and that is an error for the
 /// backend (the web server aborted or closed), not a short body.
 struct Stdin {
-    rx: std::pin::Pin<Box<rt::channel::Receiver<io::Result<Bytes>>>>,
+    /// `None`: STDIN ended before the request started, with nothing in it.
+    rx: Option<std::pin::Pin<Box<rt::channel::Receiver<io::Result<Bytes>>>>>,
     declared: Option<u64>,
     seen: u64,
 }
@@ -392,7 +473,11 @@ impl futures_lite::Stream for Stdin {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
         use std::task::Poll;
-        match self.rx.as_mut().poll_next(cx) {
+        let next = match self.rx.as_mut() {
+            Some(rx) => rx.as_mut().poll_next(cx),
+            None => Poll::Ready(None),
+        };
+        match next {
             Poll::Ready(Some(Ok(b))) => {
                 self.seen += b.len() as u64;
                 Poll::Ready(Some(Ok(b)))
@@ -409,21 +494,33 @@ impl futures_lite::Stream for Stdin {
     }
 }
 
+/// `name` or `value`, a slice of `block`, as a `Bytes` sharing it; an empty one shares
+/// nothing (nginx sends several empty params, and each share is two atomic operations).
+fn slice_of(block: &Bytes, part: &[u8]) -> Bytes {
+    if part.is_empty() {
+        Bytes::new()
+    } else {
+        block.slice_ref(part)
+    }
+}
+
 /// How many STDIN records a request's channel holds: `stdin_buffer` in records of up to
 /// 64 KiB (at least 4).
 fn channel_slots(settings: &Fastcgi) -> usize {
     (settings.stdin_buffer / 65_535).max(4)
 }
 
-/// Starts the request task for `id`.
+/// The work of request `id`, from its params to its END_REQUEST, as a future for [`run`].
 fn start(
     id: u16,
     params: Vec<(Bytes, Bytes)>,
-    body_rx: rt::channel::Receiver<io::Result<Bytes>>,
+    // `None`: STDIN already ended, empty.
+    body_rx: Option<rt::channel::Receiver<io::Result<Bytes>>>,
     ctx: &ConnCtx,
+    shared: &Shared,
     cmd_tx: &rt::channel::Sender<Cmd>,
     slot: &mut Slot,
-) {
+) -> Work {
     let content_length = params
         .iter()
         .find(|(n, _)| n.as_ref() == b"CONTENT_LENGTH")
@@ -443,7 +540,7 @@ fn start(
         len => Body::from_stream(
             len,
             Stdin {
-                rx: Box::pin(body_rx),
+                rx: body_rx.map(Box::pin),
                 declared: len,
                 seen: 0,
             },
@@ -456,17 +553,23 @@ fn start(
         // Scripts' stderr also goes to the web server as FCGI_STDERR (FCGI-6.2-5); a
         // full queue drops it rather than stall the script (the log has it).
         let tx = cmd_tx.clone();
+        let shared = shared.clone();
         r.stderr = Some(crate::model::StderrSink::new(move |b| {
-            let _ = tx.try_send(Cmd::Stderr(id, b));
+            emit_or_drop(&shared, &tx, Cmd::Stderr(id, b));
         }));
     }
-    let (trigger, abort) = rt::shutdown_pair();
+    let (trigger, abort) = abort_pair();
     slot.abort = Some(trigger);
     let in_flight = slot.in_flight.take();
     let dispatcher = ctx.dispatcher.clone();
     let tx = cmd_tx.clone();
+    let shared = shared.clone();
     let peer = ctx.peer.addr.clone();
-    drop(rt::spawn(async move {
+    Box::pin(async move {
+        // Output gathered while the response is ready without waiting, so a small answer
+        // leaves in one write; handed on whenever the response would wait or a piece is
+        // full.
+        let mut batch = Batch::default();
         let work = async {
             let resp = match req {
                 Ok(req) => dispatcher.dispatch(req).await,
@@ -475,118 +578,398 @@ fn start(
                     error_page(http::StatusCode::BAD_REQUEST)
                 }
             };
-            if tx
-                .send(Cmd::Stdout(id, Bytes::from(cgi_head(&resp))))
-                .await
-                .is_err()
-            {
-                return Some(1);
-            }
+            batch.push(Cmd::Stdout(id, Bytes::from(cgi_head(&resp))));
             let mut body = resp.body;
-            while let Some(chunk) = body.chunk().await {
+            loop {
+                let chunk = match std::future::poll_fn(|cx| Poll::Ready(body.poll_chunk(cx))).await
+                {
+                    Poll::Ready(c) => c,
+                    Poll::Pending => {
+                        if batch.flush(&shared, &tx).await.is_err() {
+                            return Some(1);
+                        }
+                        body.chunk().await
+                    }
+                };
                 match chunk {
-                    Ok(mut b) => {
+                    None => break,
+                    Some(Ok(mut b)) => {
                         while !b.is_empty() {
                             let piece = b.split_to(b.len().min(OUTPUT_PIECE));
-                            if tx.send(Cmd::Stdout(id, piece)).await.is_err() {
+                            batch.push(Cmd::Stdout(id, piece));
+                            if batch.bytes >= OUTPUT_PIECE
+                                && batch.flush(&shared, &tx).await.is_err()
+                            {
                                 return Some(1);
                             }
                         }
                     }
-                    Err(e) => {
+                    Some(Err(e)) => {
                         // The response cannot be completed; the web server learns it from
                         // the app status and a line on FCGI_STDERR.
                         log::warn!(target: "portico::listen::fastcgi", "{peer}: request {id}: response body failed: {e}");
-                        let _ = tx
-                            .send(Cmd::Stderr(
-                                id,
-                                Bytes::from(format!("portico: response body failed: {e}\n")),
-                            ))
-                            .await;
+                        batch.push(Cmd::Stderr(
+                            id,
+                            Bytes::from(format!("portico: response body failed: {e}\n")),
+                        ));
                         return Some(1);
                     }
                 }
             }
             Some(0)
         };
-        let status = rt::race(
+        // `or`, not `rt::race`: the async wrapper would hold `work` twice over in this
+        // future, which is moved whole into its box.
+        let status = futures_lite::future::or(
             async {
-                abort.wait().await;
+                abort.await;
                 None
             },
             work,
         )
         .await;
-        // Aborted: the work future is dropped above (a CGI script is killed by that),
-        // then END_REQUEST says the request is over (FCGI-5.4-2).
-        let _ = tx.send(Cmd::End(id, status.unwrap_or(1))).await;
+        if status.is_none() {
+            // Aborted: the work future is dropped above (a CGI script is killed by that)
+            // and what it had not yet handed on is not wanted any more.
+            batch.cmds.clear();
+        }
+        // END_REQUEST says the request is over (FCGI-5.4-2).
+        batch.push(Cmd::End(id, status.unwrap_or(1)));
+        let _ = batch.flush(&shared, &tx).await;
         drop(in_flight);
-    }));
+    })
 }
 
-async fn end_now(cmd_tx: &rt::channel::Sender<Cmd>, id: u16, app_status: u32) {
-    let _ = cmd_tx.send(Cmd::End(id, app_status)).await;
+/// Stops a request's work when dropped or triggered (ABORT_REQUEST, or the reader gone).
+/// One allocation and no listener list per request, where a channel pair
+/// (`rt::shutdown_pair`) cost a channel, an event and a listener.
+struct AbortTrigger(Arc<AbortState>);
+
+/// Completes once the request's [`AbortTrigger`] is gone.
+struct Aborted(Arc<AbortState>);
+
+struct AbortState {
+    aborted: std::sync::atomic::AtomicBool,
+    waker: Mutex<Option<std::task::Waker>>,
+}
+
+fn abort_pair() -> (AbortTrigger, Aborted) {
+    let state = Arc::new(AbortState {
+        aborted: std::sync::atomic::AtomicBool::new(false),
+        waker: Mutex::new(None),
+    });
+    (AbortTrigger(state.clone()), Aborted(state))
+}
+
+impl AbortTrigger {
+    fn trigger(self) {
+        drop(self);
+    }
+}
+
+impl Drop for AbortTrigger {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.0.aborted.store(true, SeqCst);
+        // Taken under the lock the waiter stores under: either it sees the flag, or its
+        // waker is here.
+        let waker = self.0.waker.lock().ok().and_then(|mut w| w.take());
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+impl Future for Aborted {
+    type Output = ();
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.0.aborted.load(SeqCst) {
+            return Poll::Ready(());
+        }
+        if let Ok(mut w) = self.0.waker.lock()
+            && !w.as_ref().is_some_and(|old| old.will_wake(cx.waker()))
+        {
+            *w = Some(cx.waker().clone());
+        }
+        if self.0.aborted.load(SeqCst) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl Drop for Aborted {
+    fn drop(&mut self) {
+        // The request is over: a trigger dropped later has nobody to wake.
+        if let Ok(mut w) = self.0.waker.lock() {
+            w.take();
+        }
+    }
+}
+
+/// A request's work, from its params to its END_REQUEST.
+type Work = std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// Runs a request: polled once right here, by the reader, which is all an answer ready
+/// at once needs (no task, no wake-up of another thread); only a request that has to
+/// wait gets a task of its own.
+async fn run(mut request: Work) {
+    if futures_lite::future::poll_once(&mut request)
+        .await
+        .is_none()
+    {
+        drop(rt::spawn(request));
+    }
+}
+
+/// Output of one request not yet handed on.
+#[derive(Default)]
+struct Batch {
+    cmds: Vec<Cmd>,
+    bytes: usize,
+}
+
+impl Batch {
+    fn push(&mut self, cmd: Cmd) {
+        if let Cmd::Stdout(_, b) | Cmd::Stderr(_, b) = &cmd {
+            self.bytes += b.len();
+        }
+        self.cmds.push(cmd);
+    }
+
+    /// Hands the batch on; an error means the connection's writer is gone.
+    async fn flush(&mut self, shared: &Shared, tx: &rt::channel::Sender<Cmd>) -> Result<(), ()> {
+        self.bytes = 0;
+        if self.cmds.is_empty() {
+            return Ok(());
+        }
+        emit(shared, tx, &mut self.cmds).await
+    }
+}
+
+/// Hands `cmds` (in order; none: the machine's own pending output) to the connection.
+/// While the writer is idle and nothing is queued they are applied and written at once,
+/// without waiting: one system call and no task hop. Otherwise, or when the socket
+/// takes only part of the bytes, the writer's bounded queue carries them (and its
+/// backpressure holds the caller). An error means the writer is gone.
+async fn emit(
+    shared: &Shared,
+    tx: &rt::channel::Sender<Cmd>,
+    cmds: &mut Vec<Cmd>,
+) -> Result<(), ()> {
+    match emit_direct(shared, cmds) {
+        Direct::Written => Ok(()),
+        Direct::HandedOff => tx.try_send(Cmd::Flush).map_err(|_| ()),
+        Direct::Queue => {
+            // Commands counted but never sent (the writer is gone, or the request was
+            // aborted while it waited for room) are taken off the count, or the writer
+            // would wait for them and never be idle again.
+            let mut unsent = Unsent {
+                shared,
+                n: cmds.len().max(1),
+            };
+            if cmds.is_empty() {
+                tx.send(Cmd::Flush).await.map_err(|_| ())?;
+                unsent.n = 0;
+                return Ok(());
+            }
+            for cmd in cmds.drain(..) {
+                tx.send(cmd).await.map_err(|_| ())?;
+                unsent.n -= 1;
+            }
+            Ok(())
+        }
+    }
+}
+
+struct Unsent<'a> {
+    shared: &'a Shared,
+    n: usize,
+}
+
+impl Drop for Unsent<'_> {
+    fn drop(&mut self) {
+        if self.n > 0
+            && let Ok(mut s) = self.shared.lock()
+        {
+            s.queued = s.queued.saturating_sub(self.n);
+        }
+    }
+}
+
+/// [`emit`] for a caller that cannot wait (a script's stderr): a full queue drops the
+/// bytes.
+fn emit_or_drop(shared: &Shared, tx: &rt::channel::Sender<Cmd>, cmd: Cmd) {
+    let mut cmds = vec![cmd];
+    match emit_direct(shared, &mut cmds) {
+        Direct::Written => {}
+        Direct::HandedOff => {
+            let _ = tx.try_send(Cmd::Flush);
+        }
+        Direct::Queue => {
+            for cmd in cmds {
+                if tx.try_send(cmd).is_err()
+                    && let Ok(mut s) = shared.lock()
+                {
+                    s.queued = s.queued.saturating_sub(1);
+                }
+            }
+        }
+    }
+}
+
+enum Direct {
+    /// Applied and written.
+    Written,
+    /// Applied, but bytes are left (or the connection is to close): the writer was
+    /// marked busy and counted one command, which the caller must send (`Cmd::Flush`).
+    HandedOff,
+    /// Not applied: the writer was counted one command per entry of `cmds` (one for
+    /// none), which the caller must send.
+    Queue,
+}
+
+fn emit_direct(shared: &Shared, cmds: &mut Vec<Cmd>) -> Direct {
+    let Ok(mut guard) = shared.lock() else {
+        return Direct::Queue;
+    };
+    let s = &mut *guard;
+    if !s.writer_idle || s.queued > 0 {
+        s.queued += cmds.len().max(1);
+        return Direct::Queue;
+    }
+    for cmd in cmds.drain(..) {
+        apply(cmd, &mut s.machine);
+    }
+    let mut out = std::mem::take(&mut s.leftover);
+    s.machine.poll_transmit(&mut out);
+    let sent = write_now(&mut s.conn, &out);
+    if sent == out.len() && !s.machine.wants_close() {
+        // Keep the buffer's allocation for the next direct write.
+        out.clear();
+        s.leftover = out;
+        return Direct::Written;
+    }
+    // The socket is full (or failing, or to be closed): the writer takes over from here
+    // and nobody writes directly until it is idle again.
+    out.drain(..sent);
+    s.leftover = out;
+    s.writer_idle = false;
+    s.queued += 1;
+    Direct::HandedOff
+}
+
+/// Writes as much of `buf` as the socket takes without waiting.
+fn write_now(conn: &mut Conn, buf: &[u8]) -> usize {
+    use rt::AsyncWrite;
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut sent = 0;
+    while let Some(rest) = buf.get(sent..).filter(|r| !r.is_empty()) {
+        match std::pin::Pin::new(&mut *conn).poll_write(&mut cx, rest) {
+            Poll::Ready(Ok(n)) if n > 0 => sent += n,
+            // Full (the writer waits for it), failed or closed (the writer meets the
+            // same error and ends the connection).
+            _ => break,
+        }
+    }
+    sent
+}
+
+/// Applies one command to the machine.
+fn apply(cmd: Cmd, m: &mut server::Conn) {
+    let r = match cmd {
+        Cmd::Stdout(id, b) => m.write_stdout(id, &b),
+        Cmd::Stderr(id, b) => m.write_stderr(id, &b),
+        Cmd::End(id, st) => m.end_request(id, st, ProtocolStatus::REQUEST_COMPLETE),
+        Cmd::Flush => Ok(()),
+    };
+    if let Err(e) = r {
+        // Output for a request already ended (an abort crossed it): nothing to send
+        // (FCGI-AMB-16).
+        log::debug!(target: "portico::listen::fastcgi", "output dropped: {e}");
+    }
+}
+
+async fn end_now(shared: &Shared, cmd_tx: &rt::channel::Sender<Cmd>, id: u16, app_status: u32) {
+    let _ = emit(shared, cmd_tx, &mut vec![Cmd::End(id, app_status)]).await;
 }
 
 async fn reject(
-    machine: &Mutex<server::Conn>,
+    shared: &Shared,
     cmd_tx: &rt::channel::Sender<Cmd>,
     id: u16,
     status: ProtocolStatus,
 ) {
-    if let Ok(mut m) = machine.lock() {
-        let _ = m.reject(id, status);
+    if let Ok(mut s) = shared.lock() {
+        let _ = s.machine.reject(id, status);
     }
-    let _ = cmd_tx.send(Cmd::Flush).await;
+    let _ = emit(shared, cmd_tx, &mut Vec::new()).await;
 }
 
 /// Applies commands to the machine and writes what it produces; closes the socket when
-/// the machine says so (a request without KEEP_CONN ended, FCGI-5.1-5).
-async fn writer(
-    mut conn: Conn,
-    machine: Arc<Mutex<server::Conn>>,
-    cmds: rt::channel::Receiver<Cmd>,
-) {
+/// the machine says so (a request without KEEP_CONN ended, FCGI-5.1-5). Idle (see
+/// [`emit`]) whenever nothing is queued for it.
+async fn writer(mut conn: Conn, shared: Shared, cmds: rt::channel::Receiver<Cmd>) {
     let mut out = Vec::new();
-    while let Ok(cmd) = cmds.recv().await {
-        let close = {
-            let Ok(mut m) = machine.lock() else { break };
-            let apply = |cmd: Cmd, m: &mut server::Conn| {
-                let r = match cmd {
-                    Cmd::Stdout(id, b) => m.write_stdout(id, &b),
-                    Cmd::Stderr(id, b) => m.write_stderr(id, &b),
-                    Cmd::End(id, st) => m.end_request(id, st, ProtocolStatus::REQUEST_COMPLETE),
-                    Cmd::Flush => Ok(()),
+    'recv: while let Ok(cmd) = cmds.recv().await {
+        let mut cmd = Some(cmd);
+        loop {
+            let close = {
+                let Ok(mut guard) = shared.lock() else {
+                    break 'recv;
                 };
-                if let Err(e) = r {
-                    // Output for a request already ended (an abort crossed it): nothing
-                    // to send (FCGI-AMB-16).
-                    log::debug!(target: "portico::listen::fastcgi", "output dropped: {e}");
+                let s = &mut *guard;
+                s.writer_idle = false;
+                // What a direct write left goes first: it was taken from the machine
+                // before anything the machine holds now.
+                out.append(&mut s.leftover);
+                if let Some(cmd) = cmd.take() {
+                    s.queued = s.queued.saturating_sub(1);
+                    apply(cmd, &mut s.machine);
                 }
+                // Batch whatever else is queued into the same write.
+                while out.len() + s.machine.pending_transmit() < 256 * 1024 {
+                    match cmds.try_recv() {
+                        Ok(c) => {
+                            s.queued = s.queued.saturating_sub(1);
+                            apply(c, &mut s.machine);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                s.machine.poll_transmit(&mut out);
+                s.machine.wants_close()
             };
-            apply(cmd, &mut m);
-            // Batch whatever else is queued into the same write.
-            while out.len() + m.pending_transmit() < 256 * 1024 {
-                match cmds.try_recv() {
-                    Ok(c) => apply(c, &mut m),
-                    Err(_) => break,
+            if !out.is_empty() {
+                if let Err(e) = conn.write_all(&out).await {
+                    log::debug!(target: "portico::listen::fastcgi", "write failed: {e}");
+                    break 'recv;
+                }
+                out.clear();
+                if out.capacity() > 256 * 1024 {
+                    out.shrink_to(16 * 1024);
                 }
             }
-            m.poll_transmit(&mut out);
-            m.wants_close()
-        };
-        if !out.is_empty() {
-            if let Err(e) = conn.write_all(&out).await {
-                log::debug!(target: "portico::listen::fastcgi", "write failed: {e}");
-                break;
+            if close {
+                break 'recv;
             }
-            out.clear();
-            if out.capacity() > 256 * 1024 {
-                out.shrink_to(16 * 1024);
+            let Ok(mut s) = shared.lock() else {
+                break 'recv;
+            };
+            if s.queued > 0 {
+                // Commands on their way: wait for them.
+                continue 'recv;
             }
-        }
-        if close {
-            break;
+            if s.machine.pending_transmit() == 0 && s.leftover.is_empty() {
+                // From here on output is written directly, until a write would block.
+                s.writer_idle = true;
+                continue 'recv;
+            }
+            // Output applied while this task wrote, with no command behind it
+            // (the reader's management answers): write it too.
         }
     }
     let _ = conn.flush().await;

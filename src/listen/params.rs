@@ -37,23 +37,26 @@ pub fn request_from_params(
     socket_peer: Endpoint,
     body: Body,
 ) -> Result<Request, ParamsError> {
-    let get = |name: &str| {
+    // `find` lends, `get` shares (an atomic increment, and another when dropped): only
+    // what the request keeps is shared.
+    let find = |name: &str| {
         params
             .iter()
             .find(|(n, _)| n.as_ref() == name.as_bytes())
-            .map(|(_, v)| v.clone())
+            .map(|(_, v)| v)
     };
-    let method = get("REQUEST_METHOD")
-        .and_then(|m| Method::from_bytes(&m).ok())
+    let get = |name: &str| find(name).cloned();
+    let method = find("REQUEST_METHOD")
+        .and_then(|m| Method::from_bytes(m).ok())
         .ok_or(ParamsError::Method)?;
     let query = get("QUERY_STRING").unwrap_or_default();
     let request_uri = get("REQUEST_URI").filter(|u| u.starts_with(b"/"));
-    let script_name = get("SCRIPT_NAME").unwrap_or_default();
-    let path_info = get("PATH_INFO").unwrap_or_default();
+    let script_name = find("SCRIPT_NAME").map_or(&b""[..], |v| v.as_ref());
+    let path_info = find("PATH_INFO").map_or(&b""[..], |v| v.as_ref());
     let path = if script_name.starts_with(b"/") || path_info.starts_with(b"/") {
         let mut decoded = Vec::with_capacity(script_name.len() + path_info.len());
-        decoded.extend_from_slice(&script_name);
-        decoded.extend_from_slice(&path_info);
+        decoded.extend_from_slice(script_name);
+        decoded.extend_from_slice(path_info);
         Bytes::from(percent_encode_path(&decoded))
     } else if let Some(uri) = &request_uri {
         split_target(uri).0
@@ -78,23 +81,21 @@ pub fn request_from_params(
             if h == b"PROXY" {
                 continue;
             }
-            Some(header_name_of(h))
+            header_name_of(h)
         } else if name.as_ref() == b"CONTENT_TYPE" && !value.is_empty() {
-            Some("content-type".to_owned())
+            Some(http::header::CONTENT_TYPE)
         } else {
             None
         };
-        let Some(h) = header else { continue };
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(h.as_bytes()),
-            HeaderValue::from_bytes(value),
-        ) {
+        let Some(n) = header else { continue };
+        // Shares the param's buffer rather than copying the value.
+        if let Ok(v) = HeaderValue::from_maybe_shared(value.clone()) {
             headers.append(n, v);
         }
     }
-    let content_length = match get("CONTENT_LENGTH") {
+    let content_length = match find("CONTENT_LENGTH") {
         Some(v) if !v.is_empty() => Some(
-            std::str::from_utf8(&v)
+            std::str::from_utf8(v)
                 .ok()
                 .and_then(|s| s.trim().parse::<u64>().ok())
                 .ok_or(ParamsError::ContentLength)?,
@@ -104,24 +105,26 @@ pub fn request_from_params(
     if let Some(n) = content_length {
         headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(n));
     }
-    let version = match get("SERVER_PROTOCOL").as_deref() {
+    let version = match find("SERVER_PROTOCOL").map(|v| v.as_ref()) {
         Some(b"HTTP/1.0") => Version::HTTP_10,
         Some(b"HTTP/2.0") | Some(b"HTTP/2") => Version::HTTP_2,
         Some(b"HTTP/3.0") | Some(b"HTTP/3") => Version::HTTP_3,
         _ => Version::HTTP_11,
     };
-    let text = |b: Option<Bytes>| b.and_then(|v| String::from_utf8(v.to_vec()).ok());
-    let port = |b: Option<Bytes>| text(b).and_then(|p| p.parse::<u16>().ok());
+    fn text(b: Option<&Bytes>) -> Option<&str> {
+        b.and_then(|v| std::str::from_utf8(v).ok())
+    }
+    let port = |b: Option<&Bytes>| text(b).and_then(|p| p.parse::<u16>().ok());
     let local = Endpoint {
-        addr: text(get("SERVER_ADDR")).unwrap_or(socket_local.addr),
-        port: port(get("SERVER_PORT")).or(socket_local.port),
+        addr: text(find("SERVER_ADDR")).map_or(socket_local.addr, str::to_owned),
+        port: port(find("SERVER_PORT")).or(socket_local.port),
     };
     let peer = Endpoint {
-        addr: text(get("REMOTE_ADDR")).unwrap_or(socket_peer.addr),
-        port: port(get("REMOTE_PORT")).or(socket_peer.port),
+        addr: text(find("REMOTE_ADDR")).map_or(socket_peer.addr, str::to_owned),
+        port: port(find("REMOTE_PORT")).or(socket_peer.port),
     };
-    let tls = get("HTTPS").is_some_and(|v| v.eq_ignore_ascii_case(b"on") || v.as_ref() == b"1")
-        || get("REQUEST_SCHEME").is_some_and(|v| v.as_ref() == b"https");
+    let tls = find("HTTPS").is_some_and(|v| v.eq_ignore_ascii_case(b"on") || v.as_ref() == b"1")
+        || find("REQUEST_SCHEME").is_some_and(|v| v.as_ref() == b"https");
     Ok(Request {
         method,
         target,
@@ -139,17 +142,26 @@ pub fn request_from_params(
     })
 }
 
-/// `X_FORWARDED_FOR` → `x-forwarded-for`.
-fn header_name_of(var: &[u8]) -> String {
-    var.iter()
-        .map(|&b| {
-            if b == b'_' {
-                '-'
-            } else {
-                b.to_ascii_lowercase() as char
+/// `X_FORWARDED_FOR` → `x-forwarded-for`; `None` if that is no header name.
+fn header_name_of(var: &[u8]) -> Option<HeaderName> {
+    let lower = |b: u8| {
+        if b == b'_' {
+            b'-'
+        } else {
+            b.to_ascii_lowercase()
+        }
+    };
+    // Spelled out on the stack: a name is nearly always short.
+    let mut buf = [0u8; 64];
+    match buf.get_mut(..var.len()) {
+        Some(dst) => {
+            for (d, &b) in dst.iter_mut().zip(var) {
+                *d = lower(b);
             }
-        })
-        .collect()
+            HeaderName::from_bytes(dst).ok()
+        }
+        None => HeaderName::from_bytes(&var.iter().map(|&b| lower(b)).collect::<Vec<u8>>()).ok(),
+    }
 }
 
 /// Percent-encodes what cannot stand literally in a path (so that decoding gives the

@@ -45,6 +45,18 @@ pub type Pair<'a> = (&'a [u8], &'a [u8]);
 /// # Ok::<(), portico_protocols::fastcgi::Error>(())
 /// ```
 pub fn parse_pair(buf: &[u8]) -> Result<Status<(Pair<'_>, usize)>, Error> {
+    // Fast path for the usual pair, both lengths in one byte (under 128) and the whole
+    // pair present: the general parser below costs several times as much per pair, and
+    // a web server sends a few dozen per request.
+    if let [n, v, rest @ ..] = buf
+        && *n < 0x80
+        && *v < 0x80
+    {
+        let (n, v) = (usize::from(*n), usize::from(*v));
+        if let (Some(name), Some(value)) = (rest.get(..n), rest.get(n..n + v)) {
+            return Ok(Status::Complete(((name, value), 2 + n + v)));
+        }
+    }
     // Streaming parsers: a PARAMS record may end anywhere inside a pair (FCGI-5.2-3).
     let parsed: nom::IResult<&[u8], (usize, usize)> = (length, length).parse(buf);
     let Ok((rest, (name_len, value_len))) = parsed else {
