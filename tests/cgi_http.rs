@@ -423,6 +423,28 @@ fn cgi_503_past_the_concurrency_limit() {
 }
 
 #[test]
+fn cgi_slot_comes_back_at_exit_even_while_a_leftover_holds_stderr() {
+    let p = Portico::start(CONFIG);
+    let r = p.get("/limited/bg-stderr.cgi");
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"hi\n"[..]));
+    // The script has exited; its background child holds stderr for a second more.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(p.get("/limited/env.cgi").status, 200);
+    // Let the leftover end and be reaped (portico is its subreaper) before portico stops.
+    let end = Instant::now() + Duration::from_secs(6);
+    let adopted = || {
+        processes()
+            .into_iter()
+            .filter(|q| q.ppid == p.pid())
+            .count()
+    };
+    while adopted() > 0 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(adopted(), 0, "zombies: {:?}", zombies_of(p.pid()));
+}
+
+#[test]
 fn cgi_4_4_search_args_only_where_enabled() {
     let p = Portico::start(CONFIG);
     let r = p.get("/args/args.cgi?one+two");

@@ -722,6 +722,35 @@ fn fcgi_6_2_5_script_stderr_forwarded_when_asked() {
 }
 
 #[test]
+fn fcgi_6_2_5_stderr_of_a_script_that_dies_precedes_the_error_answer() {
+    let p =
+        Portico::start(&CGI_CONFIG.replace("[fastcgi]\nmax_reqs = 3", "[fastcgi]\nstderr = true"));
+    let fa = support::addresses(&p, 1)[0].clone();
+    // The script writes to stderr and exits before any head: its line must go out as
+    // FCGI_STDERR before END_REQUEST every time, not only when the race goes well.
+    for i in 0..30 {
+        let mut s = connect(&fa);
+        let mut out = Vec::new();
+        fcgi_request(
+            1,
+            false,
+            &fcgi_params("GET", "/cgi-bin/die.cgi", None),
+            b"",
+            &mut out,
+        );
+        s.write_all(&out).unwrap();
+        let (res, _) = fcgi_collect(&mut s, &[1]);
+        let err = String::from_utf8_lossy(&res[&1].stderr).into_owned();
+        assert!(err.contains("about to die"), "request {i}: stderr {err:?}");
+        assert!(
+            res[&1].text().starts_with("Status: 502"),
+            "request {i}: {}",
+            res[&1].text()
+        );
+    }
+}
+
+#[test]
 fn finished_requests_release_their_slot_and_idle_connections_close() {
     let p =
         Portico::start(&CONFIG.replace("max_reqs = 500", "max_reqs = 2\nidle_timeout = \"1s\""));

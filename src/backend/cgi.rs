@@ -168,15 +168,23 @@ impl CgiBackend {
         };
         // fork/exec blocks the calling thread until the child has exec'd (about a
         // millisecond): do it off the executor threads that serve connections.
-        let spawned = rt::spawn_blocking(move || cmd.spawn(stdin))
-            .await
-            .map_err(|e| spawn_error(&name, &e))?;
-        // The child is its own group's leader, so its pid is the group id.
+        // The child is owned (registered, killed and reaped if dropped) from inside the
+        // blocking call: a request dropped while it waits here leaves no script behind.
+        let (spawned, mut started) = rt::spawn_blocking(move || {
+            cmd.spawn(stdin).map(|spawned| {
+                // The child is its own group's leader, so its pid is the group id.
+                procs::register(spawned.pid);
+                let started = Started(Some(Child::adopt(spawned.pid)));
+                (spawned, started)
+            })
+        })
+        .await
+        .map_err(|e| spawn_error(&name, &e))?;
         let pgid = spawned.pid;
-        // From here a drop (an error below included) kills and reaps it.
-        let child = Child::adopt(pgid);
+        let Some(child) = started.0.take() else {
+            return Err(BackendError::Internal(format!("{name}: lost its child")));
+        };
         let guard = self.stats.child_started();
-        procs::register(pgid);
         log::debug!("{name}: started as pid {pgid}");
 
         let pipes = (|| -> io::Result<_> {
@@ -191,6 +199,7 @@ impl CgiBackend {
             Err(e) => {
                 procs::kill_group(pgid);
                 procs::unregister(pgid);
+                // `child`, dropped, reaps it.
                 return Err(spawn_error(&name, &e));
             }
         };
@@ -262,8 +271,10 @@ impl CgiBackend {
             Ok(done) => done,
             Err(stop) => {
                 let err = run.abort(stop, Some(stdout)).await;
-                if !stderr_done {
-                    // What it said before it failed belongs in the log.
+                // What it said before it failed belongs in the log, and (FastCGI
+                // listener, `stderr = true`) before the error answer: the group is dead,
+                // so stderr ends at once unless something it left holds it.
+                if !stderr_done && rt::timeout(STDERR_GRACE, stderr.as_mut()).await.is_err() {
                     drop(rt::spawn(stderr));
                 }
                 return Err(
@@ -271,6 +282,12 @@ impl CgiBackend {
                 );
             }
         };
+        // Often at its end already, though not yet seen: look once more, which also
+        // forwards what it holds before the answer goes out.
+        let stderr_done = stderr_done
+            || futures_lite::future::poll_once(stderr.as_mut())
+                .await
+                .is_some();
         let stderr = (!stderr_done).then_some(stderr);
 
         let mode = head.mode();
@@ -281,6 +298,9 @@ impl CgiBackend {
                 if !run.try_reap() || stderr.is_some() {
                     drop(rt::spawn(async move {
                         run.finish_exit().await;
+                        // Its slot and count go now, not when whatever it left running
+                        // closes stderr.
+                        drop(run);
                         if let Some(stderr) = stderr {
                             stderr.await;
                         }
@@ -357,6 +377,8 @@ const OUTPUT_CHUNK: usize = 64 * 1024;
 const HEAD_READ: usize = 8 * 1024;
 /// A stderr line longer than this is logged in pieces.
 const MAX_LOG_LINE: usize = 4096;
+/// How long a failed script's stderr may take to end, so its lines precede the error.
+const STDERR_GRACE: Duration = Duration::from_millis(100);
 /// How long to wait for a killed script to be reaped before leaving it to the reaper.
 const REAP_WAIT: Duration = Duration::from_secs(5);
 
@@ -803,6 +825,20 @@ impl Drop for Run {
             // and reaps it on a task of its own.
             procs::kill_group(self.pgid);
             procs::unregister(self.pgid);
+        }
+    }
+}
+
+/// A script between its spawn and its [`Run`]: if dropped still holding the child (the
+/// request went away while the spawn was under way), its group is killed and
+/// unregistered, and the child reaped.
+struct Started(Option<Child>);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if let Some(child) = &self.0 {
+            procs::kill_group(child.id());
+            procs::unregister(child.id());
         }
     }
 }
@@ -2258,6 +2294,29 @@ mod tests {
         ));
         assert!(r.is_err(), "the call should still be waiting for a head");
         assert_group_gone(&read_pids(&pidfile));
+    }
+
+    #[test]
+    fn dropping_the_call_while_the_script_spawns_leaves_nothing_running() {
+        let (b, _dir, pidfile) = pid_backend(Duration::from_secs(60));
+        rt::block_on(async {
+            let rm = route();
+            let mut call = Box::pin(b.call(get("/cgi-bin/sleep.cgi"), &rm));
+            // The first poll starts the spawn and waits for it.
+            let first = futures_lite::future::poll_once(&mut call).await;
+            assert!(first.is_none(), "the call should still be waiting");
+        });
+        // Killed before or after it wrote its pids: either way nothing may live on.
+        std::thread::sleep(Duration::from_millis(500));
+        if pidfile.exists() {
+            assert_group_gone(&read_pids(&pidfile));
+        }
+        assert!(eventually(Duration::from_secs(5), || b
+            .stats
+            .children
+            .load(Ordering::Relaxed)
+            == 0));
+        assert!(eventually(Duration::from_secs(5), || our_zombies().is_empty()));
     }
 
     #[test]
