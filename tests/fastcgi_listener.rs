@@ -4,13 +4,14 @@
 
 mod support;
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
 use proto::fastcgi::client::{ClientEvent, encode_abort, encode_get_values};
 use proto::fastcgi::record::{RecordType, encode_record};
-use support::{Portico, fcgi_collect, fcgi_params, fcgi_request};
+use support::{FcgiResult, Portico, fcgi_collect, fcgi_params, fcgi_request};
 
 const CONFIG: &str = r#"
 [server]
@@ -47,6 +48,14 @@ fn addrs(p: &Portico) -> (String, String) {
     (f, s)
 }
 
+/// Sends one GET (no body, connection not kept) as request `id` and collects its answer.
+fn get_once(s: &mut TcpStream, id: u16, path: &str) -> HashMap<u16, FcgiResult> {
+    let mut out = Vec::new();
+    fcgi_request(id, false, &fcgi_params("GET", path, None), b"", &mut out);
+    s.write_all(&out).unwrap();
+    fcgi_collect(s, &[id]).0
+}
+
 fn connect(addr: &str) -> TcpStream {
     let s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -58,16 +67,7 @@ fn fcgi_6_2_responder_get_and_post() {
     let p = Portico::start(CONFIG);
     let (fa, _) = addrs(&p);
     let mut s = connect(&fa);
-    let mut out = Vec::new();
-    fcgi_request(
-        1,
-        false,
-        &fcgi_params("GET", "/echo/a?b=c", None),
-        b"",
-        &mut out,
-    );
-    s.write_all(&out).unwrap();
-    let (res, _) = fcgi_collect(&mut s, &[1]);
+    let res = get_once(&mut s, 1, "/echo/a?b=c");
     let r = &res[&1];
     assert_eq!(r.end, Some((0, 0)));
     assert!(r.stdout_ended);
@@ -230,16 +230,7 @@ fn fcgi_5_4_2_abort_ends_the_request() {
     assert_eq!(proto_status, 0, "REQUEST_COMPLETE");
     assert_ne!(app, 0);
     // The connection stays usable (KEEP_CONN).
-    let mut out = Vec::new();
-    fcgi_request(
-        4,
-        false,
-        &fcgi_params("GET", "/echo/after", None),
-        b"",
-        &mut out,
-    );
-    s.write_all(&out).unwrap();
-    let (res, _) = fcgi_collect(&mut s, &[4]);
+    let res = get_once(&mut s, 4, "/echo/after");
     assert_eq!(res[&4].end, Some((0, 0)));
 }
 
@@ -702,16 +693,7 @@ fn fcgi_6_2_5_script_stderr_forwarded_when_asked() {
         Portico::start(&CGI_CONFIG.replace("[fastcgi]\nmax_reqs = 3", "[fastcgi]\nstderr = true"));
     let fa = support::addresses(&p, 1)[0].clone();
     let mut s = connect(&fa);
-    let mut out = Vec::new();
-    fcgi_request(
-        1,
-        false,
-        &fcgi_params("GET", "/cgi-bin/stderr.cgi?fwd7", None),
-        b"",
-        &mut out,
-    );
-    s.write_all(&out).unwrap();
-    let (res, _) = fcgi_collect(&mut s, &[1]);
+    let res = get_once(&mut s, 1, "/cgi-bin/stderr.cgi?fwd7");
     let err = String::from_utf8_lossy(&res[&1].stderr).into_owned();
     assert!(
         err.contains("first line fwd7"),
@@ -730,16 +712,7 @@ fn fcgi_6_2_5_stderr_of_a_script_that_dies_precedes_the_error_answer() {
     // FCGI_STDERR before END_REQUEST every time, not only when the race goes well.
     for i in 0..30 {
         let mut s = connect(&fa);
-        let mut out = Vec::new();
-        fcgi_request(
-            1,
-            false,
-            &fcgi_params("GET", "/cgi-bin/die.cgi", None),
-            b"",
-            &mut out,
-        );
-        s.write_all(&out).unwrap();
-        let (res, _) = fcgi_collect(&mut s, &[1]);
+        let res = get_once(&mut s, 1, "/cgi-bin/die.cgi");
         let err = String::from_utf8_lossy(&res[&1].stderr).into_owned();
         assert!(err.contains("about to die"), "request {i}: stderr {err:?}");
         assert!(

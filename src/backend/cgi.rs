@@ -181,12 +181,8 @@ impl CgiBackend {
         .await
         .map_err(|e| spawn_error(&name, &e))?;
         let pgid = spawned.pid;
-        let Some(child) = started.0.take() else {
-            return Err(BackendError::Internal(format!("{name}: lost its child")));
-        };
-        let guard = self.stats.child_started();
         log::debug!("{name}: started as pid {pgid}");
-
+        // An error here leaves `started` armed: its drop kills, unregisters and reaps.
         let pipes = (|| -> io::Result<_> {
             Ok((
                 child::stdout(spawned.stdout)?,
@@ -194,15 +190,11 @@ impl CgiBackend {
                 spawned.stdin.map(child::stdin).transpose()?,
             ))
         })();
-        let (mut stdout, stderr, child_stdin) = match pipes {
-            Ok(p) => p,
-            Err(e) => {
-                procs::kill_group(pgid);
-                procs::unregister(pgid);
-                // `child`, dropped, reaps it.
-                return Err(spawn_error(&name, &e));
-            }
+        let (mut stdout, stderr, child_stdin) = pipes.map_err(|e| spawn_error(&name, &e))?;
+        let Some(child) = started.0.take() else {
+            return Err(BackendError::Internal(format!("{name}: lost its child")));
         };
+        let guard = self.stats.child_started();
         let (stop_feed, feed_stopped) = bounded::<()>(1);
         let mut run = Run {
             child,
@@ -210,7 +202,6 @@ impl CgiBackend {
             name: name.clone(),
             deadline: deadline_after(settings.timeout),
             timeout: settings.timeout,
-            whole_body_wait: settings.whole_body_wait,
             reaped: false,
             _permit: permit,
             _stats: guard,
@@ -243,7 +234,7 @@ impl CgiBackend {
         // with stderr drained alongside so a script that writes much there first cannot
         // block. Most scripts have finished by the time their head is parsed: then the
         // whole body comes with it.
-        let whole_body_wait = run.whole_body_wait;
+        let whole_body_wait = settings.whole_body_wait;
         let deadline = run.deadline;
         let head_phase = async {
             let (head, rest) = read_head(&mut stdout, &head_opts).await?;
@@ -263,11 +254,7 @@ impl CgiBackend {
         // Boxed: the read buffers and parser state would otherwise sit inline in every
         // caller's future.
         let outcome = Box::pin(watch(rt::race(head_phase, drain), deadline, None)).await;
-        let outcome = match outcome {
-            Ok(Ok(done)) => Ok(done),
-            Ok(Err(stop)) | Err(stop) => Err(stop),
-        };
-        let (head, whole) = match outcome {
+        let (head, whole) = match outcome.and_then(|phase| phase) {
             Ok(done) => done,
             Err(stop) => {
                 let err = run.abort(stop, Some(stdout)).await;
@@ -686,8 +673,6 @@ struct Run {
     name: Arc<str>,
     deadline: Instant,
     timeout: Duration,
-    /// The route's `whole_body_wait`.
-    whole_body_wait: Duration,
     reaped: bool,
     _permit: Permit,
     _stats: ChildGuard,
