@@ -323,6 +323,18 @@ pub struct Cgi {
     /// Content-Length, rather than chunked as it comes. `"0ms"` streams at once. Default
     /// 1 ms.
     pub whole_body_wait: Duration,
+    /// `max_starting`: scripts of this route that may be starting at once, that is
+    /// spawned but not yet past their head (nor `start_window` old); later ones wait in
+    /// order. `0` is no limit. Default 4 per CPU.
+    pub max_starting: usize,
+    /// `start_window`: how long a starting script may hold its place before its head.
+    /// Default 100 ms.
+    pub start_window: Duration,
+}
+
+/// The default `max_starting`: 4 per CPU.
+pub fn default_max_starting() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) * 4
 }
 
 /// A configuration error: which key, which line, and what is wrong.
@@ -649,6 +661,8 @@ struct RawCgi {
     max_header_bytes: Option<RawSize>,
     script_filename: Option<bool>,
     whole_body_wait: Option<String>,
+    max_starting: Option<i64>,
+    start_window: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -991,6 +1005,24 @@ fn typed(
                                 Ok(d)
                             }
                         )
+                    ),
+                    max_starting: field!(
+                        k("max_starting"),
+                        c.max_starting,
+                        default_max_starting(),
+                        |v: i64| in_range(v, 0, 100_000).map(|v| v as usize)
+                    ),
+                    start_window: field!(
+                        k("start_window"),
+                        c.start_window,
+                        Duration::from_millis(100),
+                        |v: String| parse_duration(&v).and_then(|d| {
+                            if d.is_zero() || d > Duration::from_secs(60) {
+                                Err(format!("{v:?} is not between 1ms and 60s"))
+                            } else {
+                                Ok(d)
+                            }
+                        })
                     ),
                 }))
             }
@@ -1487,6 +1519,23 @@ mod tests {
             (e.0[0].key.as_str(), e.0[0].line),
             ("route[0].cgi.whole_body_wait", Some(5))
         );
+        for bad in [
+            "max_starting = -1",
+            "start_window = \"0ms\"",
+            "start_window = \"2m\"",
+        ] {
+            let e = load_text(
+                &format!("{MIN}[[route]]\nprefix = \"/x/\"\ncgi = {{ root = \"/tmp\", {bad} }}\n"),
+                &[],
+            )
+            .unwrap_err();
+            let key = format!("route[0].cgi.{}", bad.split(' ').next().unwrap_or(""));
+            assert_eq!(
+                (e.0[0].key.as_str(), e.0[0].line),
+                (key.as_str(), Some(5)),
+                "{bad}"
+            );
+        }
         let e = load_text(
             &format!("{MIN}[[route]]\nprefix = \"x\"\nhandler = \"echo\"\n"),
             &[],
