@@ -324,8 +324,9 @@ pub struct Cgi {
     /// 1 ms.
     pub whole_body_wait: Duration,
     /// `max_starting`: scripts of this route that may be starting at once, that is
-    /// spawned but not yet past their head (nor `start_window` old); later ones wait in
-    /// order. `0` is no limit. Default 4 per CPU.
+    /// spawned but with their head (and a whole body's `whole_body_wait`) not yet read,
+    /// and less than `start_window` old; later ones wait in order, and get 503 if no
+    /// place comes within `timeout`. `0` is no limit. Default 4 per CPU.
     pub max_starting: usize,
     /// `start_window`: how long a starting script may hold its place before its head.
     /// Default 100 ms.
@@ -1507,6 +1508,31 @@ mod tests {
         assert_eq!(parse_size("1MB"), Ok(1_000_000));
         assert!(parse_size("lots").is_err());
         assert!(parse_size("99999999999999999999GiB").is_err());
+    }
+
+    #[test]
+    fn cgi_start_pacing_keys() {
+        let cgi = |extra: &str| {
+            let c = load_text(
+                &format!("{MIN}[[route]]\nprefix = \"/x/\"\ncgi = {{ root = \"/tmp\"{extra} }}\n"),
+                &[],
+            )
+            .expect("valid");
+            match &c.routes[0].target {
+                Target::Cgi(c) => (c.max_starting, c.start_window),
+                other => panic!("not a CGI route: {other:?}"),
+            }
+        };
+        assert_eq!(
+            cgi(""),
+            (default_max_starting(), Duration::from_millis(100))
+        );
+        assert!(default_max_starting() >= 4);
+        assert_eq!(
+            cgi(", max_starting = 0, start_window = \"250ms\""),
+            (0, Duration::from_millis(250))
+        );
+        assert_eq!(cgi(", max_starting = 3"), (3, Duration::from_millis(100)));
     }
 
     #[test]

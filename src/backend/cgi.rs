@@ -100,7 +100,8 @@ impl CgiBackend {
     ///
     /// Errors: [`BackendError::NotFound`] / [`BackendError::Forbidden`] for paths that
     /// do not resolve to a runnable script under the root, [`BackendError::Busy`] past
-    /// `max_concurrent`, [`BackendError::BodyTooLarge`] for a spooled body over the
+    /// `max_concurrent` or when no start place (`max_starting`) came within `timeout`,
+    /// [`BackendError::BodyTooLarge`] for a spooled body over the
     /// listener's limit, [`BackendError::BadRequest`] for headers that cannot become
     /// meta-variables, [`BackendError::BadGateway`] when the script fails before a valid
     /// head, [`BackendError::Timeout`] when it takes longer than `timeout` to send one.
@@ -170,23 +171,32 @@ impl CgiBackend {
             Input::File(file) => (procs::Stdin::Fd(file.into()), None),
             body @ (Input::Stream(_) | Input::Memory(_)) => (procs::Stdin::Pipe, Some(body)),
         };
+        // The time limit counts from here: time in line for a start place is part of it.
+        let deadline = deadline_after(settings.timeout);
         // Start pacing: past `max_starting` scripts between their spawn and their head,
         // wait in order. Starting is where a script burns CPU (exec, loading, an
         // interpreter compiling); a burst that starts everything at once shares the CPUs
         // among all of them, so every one finishes late. In order, the first ones finish
         // first: under `benches/fastcgi.sh` (16 clients, 2 CPUs) a limit of 8 gave p99
         // 11.6 ms against 15.6 ms without, and no fewer requests per second. The place is
-        // given back at the head, on failure, or after `start_window`, so a script that
-        // waits (for a slow client's body, a database) holds it only that long; a wait
-        // here is thus at most about max_concurrent / max_starting windows.
+        // given back once the head is read (with a whole body, `whole_body_wait`), on
+        // failure, or after `start_window`, so a script that waits (for a slow client's
+        // body, a database) holds it only that long; a wait here is thus at most about
+        // max_concurrent / max_starting windows, and never past the time limit (503).
         let start_place = match &self.starting {
             None => None,
-            Some(places) => Some(places.take(settings.timeout).await.map_err(|_| {
-                BackendError::Busy(format!(
-                    "{name}: no start place on route {} within {:?}",
-                    m.name, settings.timeout
-                ))
-            })?),
+            Some(places) => match places.try_take() {
+                Some(place) => Some(place),
+                None => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    Some(places.take(left).await.map_err(|_| {
+                        BackendError::Busy(format!(
+                            "{name}: no start place (max_starting {}, start_window {:?}) on route {} within the time limit {:?}",
+                            settings.max_starting, settings.start_window, m.name, settings.timeout
+                        ))
+                    })?)
+                }
+            },
         };
         let window_end = deadline_after(settings.start_window);
         // fork/exec blocks the calling thread until the child has exec'd (about a
@@ -223,7 +233,7 @@ impl CgiBackend {
             child,
             pgid,
             name: name.clone(),
-            deadline: deadline_after(settings.timeout),
+            deadline,
             timeout: settings.timeout,
             reaped: false,
             _permit: permit,
@@ -2418,6 +2428,47 @@ mod tests {
             "second done after {:?}",
             second.1
         );
+    }
+
+    #[test]
+    fn max_starting_zero_paces_nothing() {
+        let mut s = settings(fixtures());
+        s.max_starting = 0;
+        s.start_window = Duration::from_secs(20);
+        let b = backend_with(s);
+        assert!(b.starting.is_none());
+        let t0 = Instant::now();
+        let (first, second) = rt::block_on(rt::join(
+            done_after(&b, "/cgi-bin/late-head.cgi?0.5", t0),
+            done_after(&b, "/cgi-bin/late-head.cgi?0.5", t0),
+        ));
+        assert_eq!((first.0, second.0), (StatusCode::OK, StatusCode::OK));
+        assert!(
+            second.1 < Duration::from_millis(950),
+            "second done after {:?}",
+            second.1
+        );
+    }
+
+    #[test]
+    fn no_start_place_within_the_time_limit_is_busy() {
+        let mut s = settings(fixtures());
+        s.max_starting = 1;
+        s.timeout = Duration::from_millis(200);
+        let b = backend_with(s);
+        let taken = b.starting.as_ref().and_then(Slots::try_take);
+        assert!(taken.is_some());
+        let t0 = Instant::now();
+        let r = call(&b, get("/cgi-bin/env.cgi"));
+        assert!(
+            matches!(&r, Err(BackendError::Busy(m)) if m.contains("max_starting")),
+            "{r:?}"
+        );
+        assert!(t0.elapsed() >= Duration::from_millis(200));
+        assert_eq!(b.stats.spawned.load(Ordering::Relaxed), 0);
+        drop(taken);
+        let (resp, _) = fetch(&b, get("/cgi-bin/env.cgi"));
+        assert_eq!(resp.status, StatusCode::OK);
     }
 
     #[test]
