@@ -108,6 +108,8 @@ fn cgi(args: CgiArgs, registry: Registry) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // One request per process: one thread is all it needs.
+    rt::set_threads(1);
     match rt::block_on(server::run_cgi(cfg, &registry)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -185,6 +187,7 @@ fn serve(args: ServeArgs, registry: Registry) -> ExitCode {
         }
         Ok(c)
     });
+    rt::set_threads(cfg.server.threads);
     match rt::block_on(server::run_with_reload(cfg, &registry, Some(reload))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -20,6 +20,20 @@ pub use async_std::task::JoinHandle;
 pub use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 pub use futures_lite::{Stream, StreamExt};
 
+/// Runs the executor on `n` threads. Only before the runtime first runs (a later call
+/// does nothing); `ASYNC_STD_THREAD_COUNT` in the environment still wins, as async-std
+/// documents.
+pub fn set_threads(n: usize) {
+    let name =
+        std::env::var("ASYNC_STD_THREAD_NAME").unwrap_or_else(|_| "async-std/runtime".to_owned());
+    async_global_executor::init_with_config(
+        async_global_executor::GlobalExecutorConfig::default()
+            .with_env_var("ASYNC_STD_THREAD_COUNT")
+            .with_min_threads(n.max(1))
+            .with_thread_name_fn(move || name.clone()),
+    );
+}
+
 /// Process handling (spawn, pipes, wait) on the runtime's reactor, for long-lived
 /// children (managed FastCGI workers).
 pub mod process {

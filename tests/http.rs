@@ -349,3 +349,34 @@ fn sighup_reloads_routes_without_dropping_listeners() {
     );
     assert_eq!(p.get("/later/x").status, 200);
 }
+
+/// Threads of `pid` whose name starts with `prefix` (names are cut at 15 bytes).
+fn threads_named(pid: i32, prefix: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+                .filter(|name| name.starts_with(prefix))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn server_threads_sets_the_executor_threads() {
+    let p = Portico::start(&HANDLERS.replace("grace = \"5s\"", "grace = \"5s\"\nthreads = 3"));
+    assert_eq!(p.get("/echo").status, 200);
+    assert_eq!(threads_named(p.pid(), "async-std/runti"), 3);
+    // The default: one per CPU less one, at least 1.
+    let p = Portico::start(HANDLERS);
+    assert_eq!(p.get("/echo").status, 200);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(
+        threads_named(p.pid(), "async-std/runti"),
+        cpus.saturating_sub(1).max(1)
+    );
+    // The environment wins, as async-std documents.
+    let p = Portico::start_full(HANDLERS, &[], &[("ASYNC_STD_THREAD_COUNT", "2")]);
+    assert_eq!(p.get("/echo").status, 200);
+    assert_eq!(threads_named(p.pid(), "async-std/runti"), 2);
+}
