@@ -2381,6 +2381,21 @@ mod tests {
         (resp.status, t0.elapsed())
     }
 
+    /// Two late-head scripts (head at 0.5 s), the second started `gap` after the first;
+    /// when the second was done, after both answered 200.
+    fn second_of_two_late_heads(b: &CgiBackend, gap: Duration) -> Duration {
+        let t0 = Instant::now();
+        let (first, second) = rt::block_on(rt::join(
+            done_after(b, "/cgi-bin/late-head.cgi?0.5", t0),
+            async {
+                rt::sleep(gap).await;
+                done_after(b, "/cgi-bin/late-head.cgi?0.5", t0).await
+            },
+        ));
+        assert_eq!((first.0, second.0), (StatusCode::OK, StatusCode::OK));
+        second.1
+    }
+
     fn paced(window: Duration) -> CgiBackend {
         let mut s = settings(fixtures());
         s.max_starting = 1;
@@ -2393,19 +2408,10 @@ mod tests {
         // One place, a long window: the second script may start only once the first has
         // sent its head at 0.5 s, so it cannot be done before 1 s.
         let b = paced(Duration::from_secs(20));
-        let t0 = Instant::now();
-        let (first, second) = rt::block_on(rt::join(
-            done_after(&b, "/cgi-bin/late-head.cgi?0.5", t0),
-            async {
-                rt::sleep(Duration::from_millis(50)).await;
-                done_after(&b, "/cgi-bin/late-head.cgi?0.5", t0).await
-            },
-        ));
-        assert_eq!((first.0, second.0), (StatusCode::OK, StatusCode::OK));
+        let second = second_of_two_late_heads(&b, Duration::from_millis(50));
         assert!(
-            second.1 >= Duration::from_millis(1000),
-            "second done after {:?}",
-            second.1
+            second >= Duration::from_millis(1000),
+            "second done after {second:?}"
         );
     }
 
@@ -2414,19 +2420,10 @@ mod tests {
         // Same, with a 50 ms window: the second starts at about 50 ms and is done at
         // about 0.55 s, long before the 1 s it would take in line.
         let b = paced(Duration::from_millis(50));
-        let t0 = Instant::now();
-        let (first, second) = rt::block_on(rt::join(
-            done_after(&b, "/cgi-bin/late-head.cgi?0.5", t0),
-            async {
-                rt::sleep(Duration::from_millis(20)).await;
-                done_after(&b, "/cgi-bin/late-head.cgi?0.5", t0).await
-            },
-        ));
-        assert_eq!((first.0, second.0), (StatusCode::OK, StatusCode::OK));
+        let second = second_of_two_late_heads(&b, Duration::from_millis(20));
         assert!(
-            second.1 < Duration::from_millis(950),
-            "second done after {:?}",
-            second.1
+            second < Duration::from_millis(950),
+            "second done after {second:?}"
         );
     }
 
@@ -2437,16 +2434,10 @@ mod tests {
         s.start_window = Duration::from_secs(20);
         let b = backend_with(s);
         assert!(b.starting.is_none());
-        let t0 = Instant::now();
-        let (first, second) = rt::block_on(rt::join(
-            done_after(&b, "/cgi-bin/late-head.cgi?0.5", t0),
-            done_after(&b, "/cgi-bin/late-head.cgi?0.5", t0),
-        ));
-        assert_eq!((first.0, second.0), (StatusCode::OK, StatusCode::OK));
+        let second = second_of_two_late_heads(&b, Duration::ZERO);
         assert!(
-            second.1 < Duration::from_millis(950),
-            "second done after {:?}",
-            second.1
+            second < Duration::from_millis(950),
+            "second done after {second:?}"
         );
     }
 
