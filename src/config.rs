@@ -55,10 +55,7 @@ pub struct Server {
 
 /// The default `server.threads`: one per CPU less one, at least 1.
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .saturating_sub(1)
-        .max(1)
+    cpus().saturating_sub(1).max(1)
 }
 
 /// Where the access log goes.
@@ -347,9 +344,14 @@ pub struct Cgi {
     pub start_window: Duration,
 }
 
+/// CPUs this process may run on (1 if unknown).
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// The default `max_starting`: 4 per CPU.
 pub fn default_max_starting() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get()) * 4
+    cpus() * 4
 }
 
 /// A configuration error: which key, which line, and what is wrong.

@@ -185,18 +185,16 @@ impl CgiBackend {
         // max_concurrent / max_starting windows, and never past the time limit (503).
         let start_place = match &self.starting {
             None => None,
-            Some(places) => match places.try_take() {
-                Some(place) => Some(place),
-                None => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    Some(places.take(left).await.map_err(|_| {
-                        BackendError::Busy(format!(
-                            "{name}: no start place (max_starting {}, start_window {:?}) on route {} within the time limit {:?}",
-                            settings.max_starting, settings.start_window, m.name, settings.timeout
-                        ))
-                    })?)
-                }
-            },
+            // A free place is taken at once, with no timer (`Slots::take`).
+            Some(places) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                Some(places.take(left).await.map_err(|_| {
+                    BackendError::Busy(format!(
+                        "{name}: no start place (max_starting {}, start_window {:?}) on route {} within the time limit {:?}",
+                        settings.max_starting, settings.start_window, m.name, settings.timeout
+                    ))
+                })?)
+            }
         };
         let window_end = deadline_after(settings.start_window);
         // fork/exec blocks the calling thread until the child has exec'd (about a
@@ -268,7 +266,6 @@ impl CgiBackend {
         // block. Most scripts have finished by the time their head is parsed: then the
         // whole body comes with it.
         let whole_body_wait = settings.whole_body_wait;
-        let deadline = run.deadline;
         let head_phase = async {
             let (head, rest) = read_head(&mut stdout, &head_opts).await?;
             let whole = if head.mode() == BodyMode::Stream && !head.frames_body() {
