@@ -335,11 +335,12 @@ pub struct Cgi {
     /// 1 ms.
     pub whole_body_wait: Duration,
     /// `max_starting`: scripts of this route that may be starting at once, that is
-    /// spawned but with their head (and a whole body's `whole_body_wait`) not yet read,
-    /// and less than `start_window` old; later ones wait in order, and get 503 if no
-    /// place comes within `timeout`. `0` is no limit. Default 4 per CPU.
+    /// spawned but with their head not yet read (or, when the whole output came with the
+    /// head within `whole_body_wait`, not yet exited), and less than `start_window` old;
+    /// later ones wait in order, and get 503 if no place comes within `timeout`. `0` is
+    /// no limit. Default 3 per CPU.
     pub max_starting: usize,
-    /// `start_window`: how long a starting script may hold its place before its head.
+    /// `start_window`: how long a starting script may hold its place at most.
     /// Default 100 ms.
     pub start_window: Duration,
 }
@@ -349,9 +350,9 @@ fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// The default `max_starting`: 4 per CPU.
+/// The default `max_starting`: 3 per CPU.
 pub fn default_max_starting() -> usize {
-    cpus() * 4
+    cpus() * 3
 }
 
 /// A configuration error: which key, which line, and what is wrong.
@@ -1562,7 +1563,7 @@ mod tests {
             cgi(""),
             (default_max_starting(), Duration::from_millis(100))
         );
-        assert!(default_max_starting() >= 4);
+        assert!(default_max_starting() >= 3);
         assert_eq!(
             cgi(", max_starting = 0, start_window = \"250ms\""),
             (0, Duration::from_millis(250))

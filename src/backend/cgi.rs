@@ -54,7 +54,7 @@ use proto::cgi::meta::{self as cgi_meta, HeaderNamePolicy, HeaderOptions, Lookup
 use proto::cgi::response::{self, Limits};
 
 use super::head::{BodyMode, Head, HeadOptions, build_head};
-use super::queue::Slots;
+use super::queue::{Slot, Slots};
 use super::spool::{self, SpoolError, Spooled};
 use super::{BackendError, Reply, RouteMatch};
 use crate::config::{Cgi, HeaderPolicy};
@@ -179,10 +179,14 @@ impl CgiBackend {
         // among all of them, so every one finishes late. In order, the first ones finish
         // first: under `benches/fastcgi.sh` (16 clients, 2 CPUs) a limit of 8 gave p99
         // 11.6 ms against 15.6 ms without, and no fewer requests per second. The place is
-        // given back once the head is read (with a whole body, `whole_body_wait`), on
-        // failure, or after `start_window`, so a script that waits (for a slow client's
-        // body, a database) holds it only that long; a wait here is thus at most about
-        // max_concurrent / max_starting windows, and never past the time limit (503).
+        // given back once the head is read; when the whole output came with the head
+        // (`whole_body_wait`), once the script has exited, as its exit (unmapping,
+        // freeing its pages) is CPU work too: with that, 6 on 2 CPUs kept p99 under
+        // fcgiwrap's at 1.3x its rate, where 8 released at the head did not. Also on
+        // failure, and at the latest after `start_window`, so a script that waits (for a
+        // slow client's body, a database) holds it only that long; a wait here is thus at
+        // most about max_concurrent / max_starting windows, and never past the time
+        // limit (503).
         let start_place = match &self.starting {
             None => None,
             // A free place is taken at once, with no timer (`Slots::take`).
@@ -283,12 +287,10 @@ impl CgiBackend {
         };
         // Boxed: the read buffers and parser state would otherwise sit inline in every
         // caller's future.
-        // The start place goes back at the head (this race ends) or at the window's end.
-        let hold = async move {
-            if start_place.is_some() {
-                rt::sleep_until(window_end).await;
-                drop(start_place);
-            }
+        // The start place goes back at the window's end, or after this race (below).
+        let mut start_place = start_place;
+        let hold = async {
+            give_back_at(&mut start_place, window_end).await;
             std::future::pending().await
         };
         let outcome = Box::pin(watch(
@@ -300,6 +302,7 @@ impl CgiBackend {
         let (head, whole) = match outcome.and_then(|phase| phase) {
             Ok(done) => done,
             Err(stop) => {
+                drop(start_place.take());
                 let err = run.abort(stop, Some(stdout)).await;
                 // What it said before it failed belongs in the log, and (FastCGI
                 // listener, `stderr = true`) before the error answer: the group is dead,
@@ -325,9 +328,15 @@ impl CgiBackend {
             Ready::Whole(whole) => {
                 // stdout is at its end: the script has exited or is about to. Reap it
                 // here if it has; otherwise a task waits for it (and its stderr).
+                // Its start place is held until it has exited (or the window ends).
                 if !run.try_reap() || stderr.is_some() {
                     drop(rt::spawn(async move {
-                        run.finish_exit().await;
+                        rt::race(run.finish_exit(), async {
+                            give_back_at(&mut start_place, window_end).await;
+                            std::future::pending().await
+                        })
+                        .await;
+                        drop(start_place);
                         // Its slot and count go now, not when whatever it left running
                         // closes stderr.
                         drop(run);
@@ -339,6 +348,8 @@ impl CgiBackend {
                 Some(Body::full(whole))
             }
             Ready::Partial(rest) => {
+                // A script still writing is no longer starting.
+                drop(start_place.take());
                 let (chunk_tx, chunk_rx) = bounded::<Msg>(OUTPUT_QUEUE);
                 // Never sent on: its closing (the body dropped) means the client is gone.
                 let (alive_tx, alive_rx) = bounded::<()>(1);
@@ -644,6 +655,14 @@ fn spawn_error(name: &str, e: &io::Error) -> BackendError {
             BackendError::Forbidden(format!("{name}: cannot execute: {e}"))
         }
         _ => BackendError::BadGateway(format!("{name}: cannot execute: {e}")),
+    }
+}
+
+/// Gives a start place back at `window_end` (if it is still held then).
+async fn give_back_at(place: &mut Option<Slot>, window_end: Instant) {
+    if place.is_some() {
+        rt::sleep_until(window_end).await;
+        drop(place.take());
     }
 }
 
@@ -2463,6 +2482,32 @@ mod tests {
         drop(taken);
         let (resp, _) = fetch(&b, get("/cgi-bin/env.cgi"));
         assert_eq!(resp.status, StatusCode::OK);
+    }
+
+    /// Runs `linger.cgi` (whole answer at once, exits 0.5 s later) on `b`, then
+    /// `env.cgi`; how long after the first call the second was done.
+    fn after_a_lingering_script(b: &CgiBackend) -> Duration {
+        let t0 = Instant::now();
+        let (resp, body) = fetch(b, get("/cgi-bin/linger.cgi"));
+        assert_eq!((resp.status, body.as_str()), (StatusCode::OK, "done\n"));
+        let (resp, _) = fetch(b, get("/cgi-bin/env.cgi"));
+        assert_eq!(resp.status, StatusCode::OK);
+        t0.elapsed()
+    }
+
+    #[test]
+    fn a_script_whose_output_is_whole_holds_its_start_place_until_it_exits() {
+        // Its exit is still starting work on the CPUs: the next script waits for it.
+        let b = paced(Duration::from_secs(20));
+        let took = after_a_lingering_script(&b);
+        assert!(took >= Duration::from_millis(500), "took {took:?}");
+    }
+
+    #[test]
+    fn a_script_that_runs_on_after_its_output_holds_its_place_only_for_the_window() {
+        let b = paced(Duration::from_millis(50));
+        let took = after_a_lingering_script(&b);
+        assert!(took < Duration::from_millis(450), "took {took:?}");
     }
 
     #[test]
