@@ -288,12 +288,15 @@ fn from_listening_fd(fd: RawFd) -> io::Result<Listener> {
                 .and_then(|a| a.as_pathname().map(PathBuf::from))
                 .unwrap_or_else(|| PathBuf::from(format!("fd:{fd}")));
             // Not ours to remove on exit: mark it with an empty path.
-            Ok(Listener::Inherited(rt::UnixListener::from(std_l), path))
+            Ok(Listener::Inherited(
+                rt::UnixListener::from_std(std_l)?,
+                path,
+            ))
         }
         libc::AF_INET | libc::AF_INET6 => {
             let std_l = unsafe { std::net::TcpListener::from_raw_fd(fd) };
             std_l.set_nonblocking(true)?;
-            Ok(Listener::Tcp(rt::TcpListener::from(std_l)))
+            Ok(Listener::Tcp(rt::TcpListener::from_std(std_l)?))
         }
         other => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
