@@ -2533,6 +2533,32 @@ mod tests {
     }
 
     #[test]
+    fn a_script_starts_with_every_signal_at_its_default_and_none_blocked() {
+        // portico itself ignores SIGPIPE (Rust does), and may inherit other ignored
+        // signals (nohup): here SIGUSR2, which nothing in these tests uses.
+        // SAFETY: setting a disposition to SIG_IGN installs no handler.
+        unsafe {
+            libc::signal(libc::SIGUSR2, libc::SIG_IGN);
+        }
+        let (resp, text) = fetch(&backend(), get("/cgi-bin/signals.cgi"));
+        assert_eq!(resp.status, StatusCode::OK);
+        let mask = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        };
+        assert_eq!(mask("SigBlk:"), Some(0), "{text}");
+        // glibc's posix_spawn ignores its own two internal signals (32 and 33) in the
+        // child, whatever is asked; nothing else may be ignored.
+        let glibc_internal = (1u64 << 31) | (1 << 32);
+        assert_eq!(
+            mask("SigIgn:").map(|m| m & !glibc_internal),
+            Some(0),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn children_counted_in_stats() {
         let b = backend();
         let _ = fetch(&b, get("/cgi-bin/env.cgi"));
