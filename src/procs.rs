@@ -233,9 +233,9 @@ impl Spawn {
     }
 
     /// Starts the child in a new process group whose id is its pid, with stdout and
-    /// stderr on new pipes, an empty signal mask and SIGPIPE back at its default (Rust
-    /// ignores it, and an ignored signal stays ignored across exec). Blocks until the
-    /// child has exec'd or failed to.
+    /// stderr on new pipes, an empty signal mask and every signal at its default (Rust
+    /// ignores SIGPIPE, and an ignored signal stays ignored across exec; see [`Attr`]).
+    /// Blocks until the child has exec'd or failed to.
     pub fn spawn(&self, stdin: Stdin) -> io::Result<Spawned> {
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;

@@ -643,90 +643,6 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Buffered<T> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn buffered_reads_hand_back_every_byte_in_order_whatever_the_read_sizes() {
-        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
-        let mut conn = Buffered::new(futures_lite::io::Cursor::new(data.clone()));
-        let got = block_on(async {
-            let mut got = Vec::new();
-            // Small record-sized pieces, a read larger than the buffer, then the rest.
-            for size in [8usize, 5, 3, 8, 1, 40_000, 7, 65_536, 1024].iter().cycle() {
-                let mut buf = vec![0u8; *size];
-                let n = conn.read(&mut buf).await.unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                got.extend_from_slice(&buf[..n]);
-            }
-            got
-        });
-        assert_eq!(got, data);
-    }
-
-    /// State letter of `pid` in /proc ('Z' for a zombie), or None once it is gone.
-    fn proc_state(pid: i32) -> Option<char> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        stat.rfind(')')
-            .and_then(|i| stat.get(i + 2..))
-            .and_then(|rest| rest.chars().next())
-    }
-
-    /// Starts `sh -c SCRIPT` with stdout on a pipe and hands it to [`child`].
-    // std's Child is not waited for here: `child::Child` adopts its pid and reaps it.
-    #[allow(clippy::zombie_processes)]
-    fn sh(script: &str) -> (child::Child, child::Stdout) {
-        let mut std_child = std::process::Command::new("/bin/sh")
-            .args(["-c", script])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn sh");
-        let pid = i32::try_from(std_child.id()).expect("pid");
-        // std's Child neither kills nor waits when dropped: the pid is ours to adopt.
-        let child = child::Child::adopt(pid);
-        let out = std_child.stdout.take().expect("piped stdout");
-        let out = child::stdout(std::os::fd::OwnedFd::from(out)).expect("on the reactor");
-        (child, out)
-    }
-
-    #[test]
-    fn child_status_waits_for_a_child_that_closed_its_output_but_still_runs() {
-        // stdout ends at once; the exit comes 300 ms later, past the first waitpid.
-        let started = Instant::now();
-        let status = block_on(async {
-            let (mut child, mut out) = sh("exec >&-; sleep 0.3; exit 3");
-            let mut rest = Vec::new();
-            out.read_to_end(&mut rest).await?;
-            child.status().await
-        })
-        .expect("status");
-        assert_eq!(status.code(), Some(3));
-        assert!(started.elapsed() >= Duration::from_millis(250));
-    }
-
-    #[test]
-    fn a_child_dropped_while_running_is_killed_and_reaped() {
-        let pid = block_on(async {
-            let (child, out) = sh("exec sleep 30");
-            let pid = child.id();
-            drop((child, out));
-            // Its reaping task runs on the executor; give it a moment.
-            for _ in 0..100 {
-                if proc_state(pid).is_none() {
-                    break;
-                }
-                sleep(Duration::from_millis(20)).await;
-            }
-            pid
-        });
-        assert_eq!(proc_state(pid), None, "pid {pid} left behind");
-    }
-}
-
 /// Sockets on async-io's reactor (async-std's own sockets are the same `Async<T>`
 /// inside), with a read that spares the system call that would fail.
 ///
@@ -785,9 +701,12 @@ pub mod net {
     }
 
     impl TcpStream {
-        /// Connects to `addr` (`host:port`; a name is resolved on the blocking pool),
+        /// Connects to `addr` (`ip:port`, or `host:port` resolved on the blocking pool),
         /// trying each address it resolves to in turn.
         pub async fn connect(addr: &str) -> io::Result<TcpStream> {
+            if let Ok(a) = addr.parse::<SocketAddr>() {
+                return Ok(Stream::new(Async::<std::net::TcpStream>::connect(a).await?));
+            }
             let owned = addr.to_owned();
             let addrs: Vec<SocketAddr> =
                 super::spawn_blocking(move || owned.to_socket_addrs().map(Iterator::collect))
@@ -843,6 +762,9 @@ pub mod net {
             cx: &mut Context<'_>,
             buf: &mut [u8],
         ) -> Poll<io::Result<usize>> {
+            if buf.is_empty() {
+                return Poll::Ready(Ok(0));
+            }
             if self.drained {
                 ready!(self.io.poll_readable(cx))?;
                 self.drained = false;
@@ -929,5 +851,89 @@ pub mod net {
             let (s, _) = self.0.accept().await?;
             Ok((Stream::new(s), ()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffered_reads_hand_back_every_byte_in_order_whatever_the_read_sizes() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let mut conn = Buffered::new(futures_lite::io::Cursor::new(data.clone()));
+        let got = block_on(async {
+            let mut got = Vec::new();
+            // Small record-sized pieces, a read larger than the buffer, then the rest.
+            for size in [8usize, 5, 3, 8, 1, 40_000, 7, 65_536, 1024].iter().cycle() {
+                let mut buf = vec![0u8; *size];
+                let n = conn.read(&mut buf).await.unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            got
+        });
+        assert_eq!(got, data);
+    }
+
+    /// State letter of `pid` in /proc ('Z' for a zombie), or None once it is gone.
+    fn proc_state(pid: i32) -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rfind(')')
+            .and_then(|i| stat.get(i + 2..))
+            .and_then(|rest| rest.chars().next())
+    }
+
+    /// Starts `sh -c SCRIPT` with stdout on a pipe and hands it to [`child`].
+    // std's Child is not waited for here: `child::Child` adopts its pid and reaps it.
+    #[allow(clippy::zombie_processes)]
+    fn sh(script: &str) -> (child::Child, child::Stdout) {
+        let mut std_child = std::process::Command::new("/bin/sh")
+            .args(["-c", script])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn sh");
+        let pid = i32::try_from(std_child.id()).expect("pid");
+        // std's Child neither kills nor waits when dropped: the pid is ours to adopt.
+        let child = child::Child::adopt(pid);
+        let out = std_child.stdout.take().expect("piped stdout");
+        let out = child::stdout(std::os::fd::OwnedFd::from(out)).expect("on the reactor");
+        (child, out)
+    }
+
+    #[test]
+    fn child_status_waits_for_a_child_that_closed_its_output_but_still_runs() {
+        // stdout ends at once; the exit comes 300 ms later, past the first waitpid.
+        let started = Instant::now();
+        let status = block_on(async {
+            let (mut child, mut out) = sh("exec >&-; sleep 0.3; exit 3");
+            let mut rest = Vec::new();
+            out.read_to_end(&mut rest).await?;
+            child.status().await
+        })
+        .expect("status");
+        assert_eq!(status.code(), Some(3));
+        assert!(started.elapsed() >= Duration::from_millis(250));
+    }
+
+    #[test]
+    fn a_child_dropped_while_running_is_killed_and_reaped() {
+        let pid = block_on(async {
+            let (child, out) = sh("exec sleep 30");
+            let pid = child.id();
+            drop((child, out));
+            // Its reaping task runs on the executor; give it a moment.
+            for _ in 0..100 {
+                if proc_state(pid).is_none() {
+                    break;
+                }
+                sleep(Duration::from_millis(20)).await;
+            }
+            pid
+        });
+        assert_eq!(proc_state(pid), None, "pid {pid} left behind");
     }
 }

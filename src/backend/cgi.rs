@@ -2418,11 +2418,16 @@ mod tests {
         second.1
     }
 
-    fn paced(window: Duration) -> CgiBackend {
+    /// One start place, held at most `window`.
+    fn paced_settings(window: Duration) -> Cgi {
         let mut s = settings(fixtures());
         s.max_starting = 1;
         s.start_window = window;
-        backend_with(s)
+        s
+    }
+
+    fn paced(window: Duration) -> CgiBackend {
+        backend_with(paced_settings(window))
     }
 
     #[test]
@@ -2484,6 +2489,14 @@ mod tests {
         assert_eq!(resp.status, StatusCode::OK);
     }
 
+    /// One start place held at most `window`; a reply is whole when the script closes
+    /// its output within a second (not the 1 ms default, which a busy machine misses).
+    fn paced_whole(window: Duration) -> CgiBackend {
+        let mut s = paced_settings(window);
+        s.whole_body_wait = Duration::from_secs(1);
+        backend_with(s)
+    }
+
     /// Runs `linger.cgi` (whole answer at once, exits 0.5 s later) on `b`, then
     /// `env.cgi`; how long after the first call the second was done.
     fn after_a_lingering_script(b: &CgiBackend) -> Duration {
@@ -2498,14 +2511,14 @@ mod tests {
     #[test]
     fn a_script_whose_output_is_whole_holds_its_start_place_until_it_exits() {
         // Its exit is still starting work on the CPUs: the next script waits for it.
-        let b = paced(Duration::from_secs(20));
+        let b = paced_whole(Duration::from_secs(20));
         let took = after_a_lingering_script(&b);
         assert!(took >= Duration::from_millis(500), "took {took:?}");
     }
 
     #[test]
     fn a_script_that_runs_on_after_its_output_holds_its_place_only_for_the_window() {
-        let b = paced(Duration::from_millis(50));
+        let b = paced_whole(Duration::from_millis(50));
         let took = after_a_lingering_script(&b);
         assert!(took < Duration::from_millis(450), "took {took:?}");
     }
@@ -2536,11 +2549,14 @@ mod tests {
     fn a_script_starts_with_every_signal_at_its_default_and_none_blocked() {
         // portico itself ignores SIGPIPE (Rust does), and may inherit other ignored
         // signals (nohup): here SIGUSR2, which nothing in these tests uses.
-        // SAFETY: setting a disposition to SIG_IGN installs no handler.
-        unsafe {
-            libc::signal(libc::SIGUSR2, libc::SIG_IGN);
-        }
+        // SAFETY: setting a disposition to SIG_IGN installs no handler; the old one is
+        // put back below.
+        let old = unsafe { libc::signal(libc::SIGUSR2, libc::SIG_IGN) };
         let (resp, text) = fetch(&backend(), get("/cgi-bin/signals.cgi"));
+        // SAFETY: as above, the disposition this process had.
+        unsafe {
+            libc::signal(libc::SIGUSR2, old);
+        }
         assert_eq!(resp.status, StatusCode::OK);
         let mask = |name: &str| {
             text.lines()

@@ -281,7 +281,6 @@ fn from_listening_fd(fd: RawFd) -> io::Result<Listener> {
     match family {
         libc::AF_UNIX => {
             let std_l = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
-            std_l.set_nonblocking(true)?;
             let path = std_l
                 .local_addr()
                 .ok()
@@ -295,7 +294,6 @@ fn from_listening_fd(fd: RawFd) -> io::Result<Listener> {
         }
         libc::AF_INET | libc::AF_INET6 => {
             let std_l = unsafe { std::net::TcpListener::from_raw_fd(fd) };
-            std_l.set_nonblocking(true)?;
             Ok(Listener::Tcp(rt::TcpListener::from_std(std_l)?))
         }
         other => Err(io::Error::new(
