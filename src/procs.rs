@@ -360,6 +360,23 @@ impl Drop for Actions {
     }
 }
 
+/// For a forked child just before its `exec` (`CommandExt::pre_exec`): every signal back
+/// to its default action, as [`Attr`] does for scripts, so a managed FastCGI child does
+/// not inherit what portico was started with ignoring (a SIGHUP under `nohup`). Only
+/// `signal(2)`, which is async-signal-safe; glibc refuses its own internal signals, and
+/// that refusal is ignored.
+pub fn default_signals() -> io::Result<()> {
+    for sig in 1..=64 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // SAFETY: SIG_DFL installs no handler; the call touches only this process.
+            unsafe {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `posix_spawnattr_t` set for a script: own process group, empty signal mask, every
 /// signal at its default action.
 ///

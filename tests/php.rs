@@ -294,6 +294,46 @@ fn php_cgi_children_recycle_and_replace() {
     assert!(status.contains("\"kind\":\"fastcgi-children\""), "{status}");
 }
 
+/// The mask of ignored signals of process `pid` (`SigIgn` in /proc).
+fn ignored_signals(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or_else(|| panic!("no SigIgn for {pid}: {status}"))
+}
+
+#[test]
+#[ignore = "needs php-cgi"]
+fn php_cgi_children_start_with_signals_at_their_defaults() {
+    // portico started with SIGWINCH ignored, as it would inherit SIGHUP from `nohup`.
+    // SIGWINCH because neither portico nor php-cgi sets it themselves (php-cgi catches
+    // SIGUSR2, SIGHUP and others, ignores SIGPIPE), and nothing else in this test binary
+    // uses it.
+    // SAFETY: SIG_IGN installs no handler.
+    let old = unsafe { libc::signal(libc::SIGWINCH, libc::SIG_IGN) };
+    let p = Portico::start(&children_config("processes = 1"));
+    // SAFETY: as above, the disposition this process had.
+    unsafe {
+        libc::signal(libc::SIGWINCH, old);
+    }
+    let winch = 1u64 << (libc::SIGWINCH - 1);
+    assert_ne!(
+        ignored_signals(p.pid()) & winch,
+        0,
+        "portico should inherit it"
+    );
+    let r = p.get("/pid.php");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let child: i32 = r.text().trim().parse().expect("a pid");
+    assert_eq!(
+        ignored_signals(child) & winch,
+        0,
+        "php-cgi {child} ignores SIGWINCH"
+    );
+}
+
 #[test]
 #[ignore = "needs php-cgi"]
 fn php_cgi_ondemand_children_come_and_go() {

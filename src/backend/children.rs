@@ -278,6 +278,11 @@ impl ChildPool {
         if let Some(cwd) = &self.spec.cwd {
             cmd.current_dir(cwd);
         }
+        // SAFETY: `default_signals` makes only async-signal-safe calls, as a hook that
+        // runs between fork and exec must.
+        unsafe {
+            cmd.pre_exec(procs::default_signals);
+        }
         // Stdio is set on the async command: it would replace what the std command says.
         let mut child = match rt::process::Command::from(cmd)
             .stdin(rt::process::Stdio::from(OwnedFd::from(listener)))
