@@ -704,13 +704,14 @@ pub mod net {
         /// Connects to `addr` (`ip:port`, or `host:port` resolved on the blocking pool),
         /// trying each address it resolves to in turn.
         pub async fn connect(addr: &str) -> io::Result<TcpStream> {
-            if let Ok(a) = addr.parse::<SocketAddr>() {
-                return Ok(Stream::new(Async::<std::net::TcpStream>::connect(a).await?));
-            }
-            let owned = addr.to_owned();
-            let addrs: Vec<SocketAddr> =
-                super::spawn_blocking(move || owned.to_socket_addrs().map(Iterator::collect))
-                    .await?;
+            let addrs: Vec<SocketAddr> = match addr.parse::<SocketAddr>() {
+                Ok(a) => vec![a],
+                Err(_) => {
+                    let owned = addr.to_owned();
+                    super::spawn_blocking(move || owned.to_socket_addrs().map(Iterator::collect))
+                        .await?
+                }
+            };
             let mut last = None;
             for a in addrs {
                 match Async::<std::net::TcpStream>::connect(a).await {
@@ -846,10 +847,10 @@ pub mod net {
             Ok(UnixListener(Async::new(l)?))
         }
 
-        /// Accepts a connection.
-        pub async fn accept(&self) -> io::Result<(UnixStream, ())> {
+        /// Accepts a connection (a Unix peer has no address worth keeping).
+        pub async fn accept(&self) -> io::Result<UnixStream> {
             let (s, _) = self.0.accept().await?;
-            Ok((Stream::new(s), ()))
+            Ok(Stream::new(s))
         }
     }
 }

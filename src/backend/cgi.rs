@@ -187,7 +187,7 @@ impl CgiBackend {
         // slow client's body, a database) holds it only that long; a wait here is thus at
         // most about max_concurrent / max_starting windows, and never past the time
         // limit (503).
-        let start_place = match &self.starting {
+        let mut start_place = match &self.starting {
             None => None,
             // A free place is taken at once, with no timer (`Slots::take`).
             Some(places) => {
@@ -288,13 +288,11 @@ impl CgiBackend {
         // Boxed: the read buffers and parser state would otherwise sit inline in every
         // caller's future.
         // The start place goes back at the window's end, or after this race (below).
-        let mut start_place = start_place;
-        let hold = async {
-            give_back_at(&mut start_place, window_end).await;
-            std::future::pending().await
-        };
         let outcome = Box::pin(watch(
-            rt::race(rt::race(head_phase, drain), hold),
+            rt::race(
+                rt::race(head_phase, drain),
+                hold_place(&mut start_place, window_end),
+            ),
             deadline,
             None,
         ))
@@ -331,11 +329,7 @@ impl CgiBackend {
                 // Its start place is held until it has exited (or the window ends).
                 if !run.try_reap() || stderr.is_some() {
                     drop(rt::spawn(async move {
-                        rt::race(run.finish_exit(), async {
-                            give_back_at(&mut start_place, window_end).await;
-                            std::future::pending().await
-                        })
-                        .await;
+                        rt::race(run.finish_exit(), hold_place(&mut start_place, window_end)).await;
                         drop(start_place);
                         // Its slot and count go now, not when whatever it left running
                         // closes stderr.
@@ -658,12 +652,14 @@ fn spawn_error(name: &str, e: &io::Error) -> BackendError {
     }
 }
 
-/// Gives a start place back at `window_end` (if it is still held then).
-async fn give_back_at(place: &mut Option<Slot>, window_end: Instant) {
+/// Gives a start place back at `window_end` (if it is still held then), and never
+/// finishes: it is raced against what the place is held for.
+async fn hold_place<T>(place: &mut Option<Slot>, window_end: Instant) -> T {
     if place.is_some() {
         rt::sleep_until(window_end).await;
         drop(place.take());
     }
+    std::future::pending().await
 }
 
 fn deadline_after(timeout: Duration) -> Instant {
@@ -2442,36 +2438,35 @@ mod tests {
         );
     }
 
+    /// The second of two late heads was not kept in line behind the first (which would
+    /// make it done after 1 s).
+    fn assert_not_in_line(second: Duration) {
+        assert!(
+            second < Duration::from_millis(950),
+            "second done after {second:?}"
+        );
+    }
+
     #[test]
     fn a_starting_script_gives_its_place_back_after_the_window() {
         // Same, with a 50 ms window: the second starts at about 50 ms and is done at
         // about 0.55 s, long before the 1 s it would take in line.
         let b = paced(Duration::from_millis(50));
-        let second = second_of_two_late_heads(&b, Duration::from_millis(20));
-        assert!(
-            second < Duration::from_millis(950),
-            "second done after {second:?}"
-        );
+        assert_not_in_line(second_of_two_late_heads(&b, Duration::from_millis(20)));
     }
 
     #[test]
     fn max_starting_zero_paces_nothing() {
-        let mut s = settings(fixtures());
+        let mut s = paced_settings(Duration::from_secs(20));
         s.max_starting = 0;
-        s.start_window = Duration::from_secs(20);
         let b = backend_with(s);
         assert!(b.starting.is_none());
-        let second = second_of_two_late_heads(&b, Duration::ZERO);
-        assert!(
-            second < Duration::from_millis(950),
-            "second done after {second:?}"
-        );
+        assert_not_in_line(second_of_two_late_heads(&b, Duration::ZERO));
     }
 
     #[test]
     fn no_start_place_within_the_time_limit_is_busy() {
-        let mut s = settings(fixtures());
-        s.max_starting = 1;
+        let mut s = paced_settings(Duration::from_millis(100));
         s.timeout = Duration::from_millis(200);
         let b = backend_with(s);
         let taken = b.starting.as_ref().and_then(Slots::try_take);

@@ -107,7 +107,7 @@ impl Listener {
                 ))
             }
             Listener::Unix(l, p) | Listener::Inherited(l, p) => {
-                let (s, _) = l.accept().await?;
+                let s = l.accept().await?;
                 Ok((
                     Conn::Unix(s),
                     Endpoint {
