@@ -975,7 +975,11 @@ async fn read_ready(
     let until = deadline.min(Instant::now() + wait);
     let mut buf = [0u8; 4096];
     while body.len() < OUTPUT_CHUNK {
-        let read = rt::race(async { Some(stdout.read(&mut buf).await) }, async {
+        // Never past one chunk: what was read goes on as the first chunk if the script
+        // is not done, and a chunk is at most OUTPUT_CHUNK.
+        let room = (OUTPUT_CHUNK - body.len()).min(buf.len());
+        let window = buf.get_mut(..room).unwrap_or_default();
+        let read = rt::race(async { Some(stdout.read(window).await) }, async {
             rt::sleep_until(until).await;
             None
         });
@@ -2200,6 +2204,27 @@ mod tests {
                     .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
             })
             .unwrap_or(0)
+    }
+
+    #[test]
+    fn output_read_while_waiting_for_the_whole_body_is_at_most_one_chunk() {
+        // 256 KiB written at once, the head's read taking body bytes too, then read for
+        // up to a second in the hope of an end: what was read goes on as the first
+        // chunk, and must not exceed one.
+        let mut s = settings(fixtures());
+        s.whole_body_wait = Duration::from_secs(1);
+        const SIZE: usize = 256 << 10;
+        let mut resp = response(call(&backend_with(s), get("/cgi-bin/burst.cgi")));
+        let (mut total, mut biggest) = (0, 0);
+        rt::block_on(async {
+            while let Some(chunk) = resp.body.chunk().await {
+                let chunk = chunk.expect("complete body");
+                total += chunk.len();
+                biggest = biggest.max(chunk.len());
+            }
+        });
+        assert_eq!(total, SIZE);
+        assert!(biggest <= OUTPUT_CHUNK, "chunk of {biggest} bytes");
     }
 
     #[test]
