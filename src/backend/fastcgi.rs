@@ -7,7 +7,9 @@
 //! UTF-8 strings (a request whose params are not UTF-8 gets a clear 400), the whole
 //! request body is sent before the reply is read (fine for PHP, which reads its body
 //! first), and its defaults GATEWAY_INTERFACE=FastCGI/1.0 and
-//! SERVER_SOFTWARE=fastcgi-client-rs are overridden by ours.
+//! SERVER_SOFTWARE=fastcgi-client-rs are overridden by ours. The crate is built from
+//! `vendor/fastcgi-client/` with one patch (a record buffer zeroed only as far as it is
+//! used; see its `PORTICO.md`).
 //!
 //! Must not import listen or dispatch.
 
