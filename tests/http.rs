@@ -152,6 +152,29 @@ fn too_many_headers_is_431() {
     assert_eq!(p.raw(req.as_bytes()).status, 431);
 }
 
+/// A request of `fields` header fields (Host included) on a fresh connection.
+fn fields_request(fields: usize) -> String {
+    let mut req = String::from("GET /echo HTTP/1.1\r\nHost: h\r\nConnection: close\r\n");
+    for i in 2..fields {
+        req.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    req.push_str("\r\n");
+    req
+}
+
+/// `[http] max_headers` at the boundary: its default (100, hyper's own default, which
+/// portico then leaves unset) and a configured 20. Exactly the limit is served; one more
+/// field is 431.
+#[test]
+fn max_headers_boundary_default_and_configured() {
+    let p = Portico::start(HANDLERS);
+    assert_eq!(p.raw(fields_request(100).as_bytes()).status, 200);
+    assert_eq!(p.raw(fields_request(101).as_bytes()).status, 431);
+    let p = Portico::start(&HANDLERS.replace("[http]\n", "[http]\nmax_headers = 20\n"));
+    assert_eq!(p.raw(fields_request(20).as_bytes()).status, 200);
+    assert_eq!(p.raw(fields_request(21).as_bytes()).status, 431);
+}
+
 #[test]
 fn oversized_body_is_413() {
     let p = Portico::start(HANDLERS);

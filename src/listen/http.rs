@@ -92,8 +92,13 @@ async fn connection(
         // it too, and up to 100 its field arrays stay on the stack (above, it allocates
         // and fills two arrays of that many entries per request: 9% of the CPU of a
         // keep-alive GET under `benches/cgi.sh`'s echo run with a limit of 200).
-        .max_header_size(settings.max_header_bytes.saturating_mul(2))
-        .max_headers(settings.max_headers);
+        .max_header_size(settings.max_header_bytes.saturating_mul(2));
+    // Left unset at hyper's own default (the same 100 fields, the same 431): set, hyper
+    // fills its two field arrays element by element on every request (2.4% of the CPU of
+    // the echo run of `benches/cgi.sh`, perf); unset, it takes them uninitialised.
+    if settings.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+        builder.max_headers(settings.max_headers);
+    }
     let conn = builder.serve_connection(io, service);
     let mut conn = std::pin::pin!(conn);
     let mut shutting_down = false;
@@ -136,6 +141,10 @@ async fn connection(
         }
     }
 }
+
+/// hyper's request header field limit when none is set (`DEFAULT_MAX_HEADERS` in
+/// hyper's h1 role); `[http] max_headers`'s default is the same.
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
 async fn handle(
     req: hyper::Request<Incoming>,
