@@ -42,13 +42,18 @@ struct Seen {
     body: Vec<u8>,
     /// Empty STDIN records (the end of the stream).
     stdin_ends: usize,
+    /// Types of the records that came before BEGIN_REQUEST (none: a second empty STDIN
+    /// of the previous request would show here).
+    before_begin: Vec<u8>,
 }
 
 /// Serves `requests` requests on one kept connection: records what each sent, answers
-/// a small CGI reply and END_REQUEST, and sends what it saw to `tx`.
-fn serve(listener: UnixListener, requests: usize, tx: mpsc::Sender<Seen>) {
+/// a small CGI reply and END_REQUEST, and sends what it saw to `tx`. Then reads until the
+/// client closes and returns how many bytes came after the last request's end (none: a
+/// second empty STDIN after the last request would be counted here).
+fn serve(listener: UnixListener, requests: usize, tx: mpsc::Sender<Seen>) -> usize {
     let Ok((mut s, _)) = listener.accept() else {
-        return;
+        return 0;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
     let mut buf: Vec<u8> = Vec::new();
@@ -60,11 +65,16 @@ fn serve(listener: UnixListener, requests: usize, tx: mpsc::Sender<Seen>) {
         };
         let mut params_stream = Vec::new();
         let mut id = 0;
+        let mut begun = false;
         loop {
             let used = match parse_record(&buf) {
                 Ok(Status::Complete((r, used))) => {
                     id = r.header.request_id;
                     let len = r.content.len();
+                    begun |= r.header.record_type == RecordType::BEGIN_REQUEST;
+                    if !begun {
+                        seen.before_begin.push(r.header.record_type.0);
+                    }
                     match r.header.record_type {
                         RecordType::PARAMS if len == 0 => seen.params_ends += 1,
                         RecordType::PARAMS => {
@@ -93,7 +103,7 @@ fn serve(listener: UnixListener, requests: usize, tx: mpsc::Sender<Seen>) {
                     }
                 }
                 None => match s.read(&mut chunk) {
-                    Ok(0) | Err(_) => return,
+                    Ok(0) | Err(_) => return buf.len(),
                     Ok(n) => buf.extend_from_slice(&chunk[..n]),
                 },
             }
@@ -115,17 +125,20 @@ fn serve(listener: UnixListener, requests: usize, tx: mpsc::Sender<Seen>) {
             protocol_status: ProtocolStatus::REQUEST_COMPLETE,
         };
         proto::fastcgi::encode_record(RecordType::END_REQUEST, id, &end.to_bytes(), &mut out);
-        if s.write_all(&out).is_err() {
-            return;
+        if s.write_all(&out).is_err() || tx.send(seen).is_err() {
+            return buf.len();
         }
-        // A second empty STDIN right behind the first would sit in `buf` now.
-        if tx.send(seen).is_err() {
-            return;
+    }
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => return buf.len(),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
 }
 
-/// A body reader that returns at most the next piece's size per read.
+/// A body reader that returns at most the next piece's size per read; a piece of 0 is
+/// one `Pending` (the waker called first), as a body still on its way.
 struct Pieces<'a> {
     data: &'a [u8],
     sizes: Vec<usize>,
@@ -134,9 +147,14 @@ struct Pieces<'a> {
 impl rt::AsyncRead for Pieces<'_> {
     fn poll_read(
         mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<std::io::Result<usize>> {
+        if self.sizes.first() == Some(&0) {
+            self.sizes.remove(0);
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         let want = if self.sizes.is_empty() {
             self.data.len()
         } else {
@@ -218,7 +236,8 @@ fn run(cases: &[Case]) -> Vec<Seen> {
         }
     });
     let seen: Vec<Seen> = rx.iter().take(n).collect();
-    server.join().unwrap();
+    let after_last = server.join().unwrap();
+    assert_eq!(after_last, 0, "bytes after the last request's end");
     seen
 }
 
@@ -272,6 +291,18 @@ fn fcgi_3_3_3_upstream_records_keep_their_sizes_around_4_kib_and_64_kib() {
         body_len: 6000,
         pieces: vec![1000, 5000],
     });
+    // The same with the body pending in between: the grown record waits for it.
+    cases.push(Case {
+        extra_value_len: 0,
+        body_len: 9196,
+        pieces: vec![0, 4096, 0, 100, 0, 5000],
+    });
+    // Last, an empty body: the crate's second empty STDIN would come after this one.
+    cases.push(Case {
+        extra_value_len: 0,
+        body_len: 0,
+        pieces: vec![],
+    });
     let seen = run(&cases);
     assert_eq!(seen.len(), cases.len());
     for (case, seen) in cases.iter().zip(&seen) {
@@ -305,10 +336,16 @@ fn fcgi_3_3_3_upstream_records_keep_their_sizes_around_4_kib_and_64_kib() {
         // The body: every byte in order, one empty STDIN at the end (FCGI-3.3-16).
         assert!(seen.body == body(case.body_len), "{what}: body differs");
         assert_eq!(seen.stdin_ends, 1, "{what}");
-        let expected_records = match case.pieces.as_slice() {
+        assert!(
+            seen.before_begin.is_empty(),
+            "{what}: {:?}",
+            seen.before_begin
+        );
+        let reads: Vec<usize> = case.pieces.iter().copied().filter(|&n| n > 0).collect();
+        let expected_records = match reads.as_slice() {
             [] => split(case.body_len),
             [4096, ..] => vec![case.body_len],
-            _ => case.pieces.clone(),
+            _ => reads,
         };
         assert_eq!(seen.stdin_records, expected_records, "{what}");
     }

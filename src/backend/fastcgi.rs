@@ -8,8 +8,8 @@
 //! request body is sent before the reply is read (fine for PHP, which reads its body
 //! first), and its defaults GATEWAY_INTERFACE=FastCGI/1.0 and
 //! SERVER_SOFTWARE=fastcgi-client-rs are overridden by ours. The crate is built from
-//! `vendor/fastcgi-client/` with one patch (a record buffer zeroed only as far as it is
-//! used; see its `PORTICO.md`).
+//! `vendor/fastcgi-client/` with one patch (its record buffer starts at 4 KiB and grows
+//! to 64 KiB only on a full read; see its `PORTICO.md`).
 //!
 //! Must not import listen or dispatch.
 
