@@ -108,8 +108,16 @@ impl Dispatcher {
     }
 
     /// Serves one request; never fails: errors become error responses.
-    pub async fn dispatch(&self, req: Request) -> Response {
-        self.table().dispatch(req).await
+    ///
+    /// The request is boxed once here and goes down the layers below as a pointer: an
+    /// async fn keeps its arguments in its state for as long as it runs, so a `Request`
+    /// (464 bytes) passed by value sat in every layer's state, some twice, and made each
+    /// request's future 4.6 KiB, copied whole whenever a layer's future was moved (14% of
+    /// the instructions of an echo request were `memcpy`, callgrind).
+    pub fn dispatch(&self, req: Request) -> impl Future<Output = Response> + Send + use<> {
+        let table = self.table();
+        let req = Box::new(req);
+        async move { table.dispatch(req).await }
     }
 }
 
@@ -120,7 +128,7 @@ impl Table {
         }
     }
 
-    async fn dispatch(&self, req: Request) -> Response {
+    async fn dispatch(&self, req: Box<Request>) -> Response {
         let start = Instant::now();
         self.stats.in_flight.fetch_add(1, Relaxed);
         // The access-log line is only put together when there is a log to write.
@@ -138,7 +146,7 @@ impl Table {
         }
     }
 
-    async fn serve(&self, mut req: Request) -> (Option<usize>, Response) {
+    async fn serve(&self, mut req: Box<Request>) -> (Option<usize>, Response) {
         let mut hops = 0u8;
         loop {
             let Some(m) = self.router.find(&req.path) else {
@@ -164,7 +172,7 @@ impl Table {
             let template = entry
                 .backend
                 .may_redirect()
-                .then(|| redirect_template(&req));
+                .then(|| Box::new(redirect_template(&req)));
             let result = entry.backend.call(req, &rm).await;
             if let Some(r) = route_stats {
                 r.in_flight.fetch_sub(1, Relaxed);

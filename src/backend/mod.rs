@@ -89,17 +89,17 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// Serves one request.
-    pub async fn call(&self, req: Request, m: &RouteMatch) -> Result<Reply, BackendError> {
+    /// Serves one request (boxed: see [`crate::dispatch::Dispatcher::dispatch`]).
+    pub async fn call(&self, req: Box<Request>, m: &RouteMatch) -> Result<Reply, BackendError> {
         // The script and upstream futures are large (the CGI one over 10 KiB) and are
         // boxed here, where their own cost (a process, a connection) dwarfs an
         // allocation: inline, they made every request's future as large, and the
         // listeners move that future several times per request, handler requests too.
         match self {
-            Backend::Cgi(b) => Box::pin(b.call(req, m)).await,
-            Backend::Handler(h) => h.call(req, m.clone()).await.map(Reply::Response),
-            Backend::Fastcgi(b) => Box::pin(b.call(req, m)).await,
-            Backend::Scgi(b) => Box::pin(b.call(req, m)).await,
+            Backend::Cgi(b) => Box::pin(b.call(*req, m)).await,
+            Backend::Handler(h) => h.call(*req, m.clone()).await.map(Reply::Response),
+            Backend::Fastcgi(b) => Box::pin(b.call(*req, m)).await,
+            Backend::Scgi(b) => Box::pin(b.call(*req, m)).await,
         }
     }
 

@@ -61,17 +61,20 @@ async fn connection(
     let svc_activity = activity.clone();
     let svc_settings = settings.clone();
     let service = service_fn(move |req: hyper::Request<Incoming>| {
-        let dispatcher = dispatcher.clone();
-        let local = local.clone();
-        let peer = peer.clone();
-        let settings = svc_settings.clone();
         let activity = svc_activity.clone();
-        // Boxed: hyper moves the future into its own box, and the dispatch it holds is
-        // 4.6 KiB (two copies per request: 3% of a CGI request's CPU under
-        // `benches/cgi.sh`).
+        activity.in_flight.fetch_add(1, Relaxed);
+        // The request is turned into ours here, outside the future, so the future holds
+        // only the dispatch (not hyper's request and ours besides); boxed, as hyper moves
+        // the future into its own box.
+        let answer = match to_request(req, local.clone(), peer.clone(), &svc_settings) {
+            Ok(req) => Ok(dispatcher.dispatch(req)),
+            Err(resp) => Err(resp),
+        };
         Box::pin(async move {
-            activity.in_flight.fetch_add(1, Relaxed);
-            let resp = handle(req, local, peer, &dispatcher, &settings).await;
+            let resp = match answer {
+                Ok(dispatch) => dispatch.await,
+                Err(resp) => *resp,
+            };
             activity.in_flight.fetch_sub(1, Relaxed);
             activity.touch();
             Ok::<_, std::convert::Infallible>(to_hyper(resp))
@@ -146,13 +149,14 @@ async fn connection(
 /// hyper's h1 role); `[http] max_headers`'s default is the same.
 const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
-async fn handle(
+/// Our request for hyper's, or the error response (boxed: the rare path) when its head or
+/// declared body is over a limit or its target cannot be routed.
+fn to_request(
     req: hyper::Request<Incoming>,
     local: Endpoint,
     peer: Endpoint,
-    dispatcher: &Dispatcher,
     settings: &Http,
-) -> Response {
+) -> Result<Request, Box<Response>> {
     let (parts, incoming) = req.into_parts();
     let head_bytes: usize = parts
         .headers
@@ -170,7 +174,7 @@ async fn handle(
             http::header::CONNECTION,
             http::HeaderValue::from_static("close"),
         );
-        return r;
+        return Err(Box::new(r));
     }
     let target = parts
         .uri
@@ -179,7 +183,7 @@ async fn handle(
         .unwrap_or_else(|| Bytes::from_static(b"/"));
     // An absolute-form or authority-form target has no path to route.
     if !target.starts_with(b"/") && target.as_ref() != b"*" {
-        return error_page(http::StatusCode::BAD_REQUEST);
+        return Err(Box::new(error_page(http::StatusCode::BAD_REQUEST)));
     }
     let declared = incoming.size_hint().exact();
     let chunked = parts.headers.contains_key(http::header::TRANSFER_ENCODING);
@@ -188,7 +192,7 @@ async fn handle(
         && !chunked
     {
         log::info!(target: "portico::listen::http", "{} {}: body of {n} bytes over the limit", parts.method, String::from_utf8_lossy(&target));
-        return error_page(http::StatusCode::PAYLOAD_TOO_LARGE);
+        return Err(Box::new(error_page(http::StatusCode::PAYLOAD_TOO_LARGE)));
     }
     // CGI-AMB-4: a body is present when the client framed one (Content-Length, even 0, or
     // chunked); `len` is known only for Content-Length.
@@ -207,7 +211,7 @@ async fn handle(
         )
     };
     let (path, query) = split_target(&target);
-    let req = Request {
+    Ok(Request {
         method: parts.method,
         target,
         path,
@@ -221,8 +225,7 @@ async fn handle(
         redirected: None,
         stderr: None,
         body,
-    };
-    dispatcher.dispatch(req).await
+    })
 }
 
 /// The request target's length as sent (origin or absolute form), without formatting it.
