@@ -8,7 +8,7 @@
 use std::fs::File;
 use std::io::Write as _;
 use std::pin::Pin;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -130,14 +130,14 @@ impl Table {
 
     async fn dispatch(&self, req: Box<Request>) -> Response {
         let start = Instant::now();
-        self.stats.in_flight.fetch_add(1, Relaxed);
+        let in_flight = InFlight::new(&self.stats.in_flight);
         // The access-log line is only put together when there is a log to write.
         let log = match &*self.access {
             AccessSink::Off => None,
             _ => Some(LogLine::of(&req)),
         };
         let (route, resp) = self.serve(req).await;
-        self.stats.in_flight.fetch_sub(1, Relaxed);
+        drop(in_flight);
         self.stats
             .finish(route, resp.status.as_u16(), start.elapsed());
         match log {
@@ -156,10 +156,8 @@ impl Table {
             let Some(entry) = self.routes.get(m.index) else {
                 return (None, error_page(StatusCode::INTERNAL_SERVER_ERROR));
             };
-            let route_stats = self.stats.routes.get(m.index);
-            if let Some(r) = route_stats {
-                r.in_flight.fetch_add(1, Relaxed);
-            }
+            let route_in_flight =
+                (self.stats.routes.get(m.index)).map(|r| InFlight::new(&r.in_flight));
             let rm = RouteMatch {
                 name: entry.name.clone(),
                 base: req.path.slice(..m.base_len.min(req.path.len())),
@@ -174,9 +172,7 @@ impl Table {
                 .may_redirect()
                 .then(|| Box::new(redirect_template(&req)));
             let result = entry.backend.call(req, &rm).await;
-            if let Some(r) = route_stats {
-                r.in_flight.fetch_sub(1, Relaxed);
-            }
+            drop(route_in_flight);
             match result {
                 Ok(Reply::Response(resp)) => {
                     log::debug!(target: "portico::dispatch", "{method} {} -> {} via {}", String::from_utf8_lossy(&target), resp.status, entry.name);
@@ -216,6 +212,24 @@ impl Table {
                 }
             }
         }
+    }
+}
+
+/// Counts a request on an in-flight gauge until dropped: also when the request's future is
+/// dropped midway because its client went away (the gauge stayed up for good when only
+/// the end of the request took it down).
+struct InFlight<'a>(&'a AtomicU64);
+
+impl<'a> InFlight<'a> {
+    fn new(gauge: &'a AtomicU64) -> InFlight<'a> {
+        gauge.fetch_add(1, Relaxed);
+        InFlight(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
     }
 }
 

@@ -361,6 +361,38 @@ fn cgi_client_disconnect_kills_the_script() {
     assert!(zombies_of(p.pid()).is_empty());
 }
 
+/// A request whose client goes away before the script answers is no longer counted in
+/// flight by `status`: the server's and the route's gauges come back down (they stayed
+/// up for good when the dropped request never reached their decrement).
+#[test]
+fn client_gone_before_the_head_leaves_no_request_in_flight() {
+    let config = CONFIG.replace("timeout = \"2s\"", "timeout = \"60s\"")
+        + "[[route]]\nexact = \"/status\"\nhandler = \"status\"\n";
+    let p = Portico::start(&config);
+    let mut s = p.connect();
+    s.write_all(b"GET /cgi-bin/sleep.cgi HTTP/1.1\r\nHost: h\r\n\r\n")
+        .unwrap();
+    let ids = pids(&p);
+    drop(s);
+    assert!(
+        wait_gone(&ids, Duration::from_secs(10)),
+        "still running: {ids:?}"
+    );
+    // The status request itself is the one in flight, on its own route; the request
+    // that was given up is not counted as served either.
+    let text = p.get("/status").text();
+    assert!(text.starts_with("{\"uptime_seconds\":"), "{text}");
+    assert!(text.contains(",\"in_flight\":1,\"children\""), "{text}");
+    assert!(
+        text.contains("{\"name\":\"/cgi-bin/\",\"requests\":0,\"in_flight\":0,"),
+        "{text}"
+    );
+    assert!(
+        text.contains("{\"name\":\"/status\",\"requests\":0,\"in_flight\":1,"),
+        "{text}"
+    );
+}
+
 #[test]
 fn cgi_9_4_traversal_and_symlinks_refused() {
     let p = Portico::start(CONFIG);
