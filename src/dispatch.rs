@@ -8,7 +8,7 @@
 use std::fs::File;
 use std::io::Write as _;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -136,17 +136,31 @@ impl Table {
             AccessSink::Off => None,
             _ => Some(LogLine::of(&req)),
         };
-        let (route, resp) = self.serve(req).await;
+        let mut given_up = GivenUp {
+            table: self,
+            start,
+            route: AtomicUsize::new(NO_ROUTE),
+            log,
+            done: false,
+        };
+        let (route, resp) = self.serve(req, &given_up.route).await;
+        given_up.done = true;
         drop(in_flight);
         self.stats
             .finish(route, resp.status.as_u16(), start.elapsed());
-        match log {
+        match given_up.log.take() {
             None => resp,
             Some(log) => log.attach(resp, self.access.clone()),
         }
     }
 
-    async fn serve(&self, mut req: Box<Request>) -> (Option<usize>, Response) {
+    /// Finds the route and calls its backend, following local redirects; `matched` is
+    /// set to each route taken, for [`GivenUp`].
+    async fn serve(
+        &self,
+        mut req: Box<Request>,
+        matched: &AtomicUsize,
+    ) -> (Option<usize>, Response) {
         let mut hops = 0u8;
         loop {
             let Some(m) = self.router.find(&req.path) else {
@@ -156,6 +170,7 @@ impl Table {
             let Some(entry) = self.routes.get(m.index) else {
                 return (None, error_page(StatusCode::INTERNAL_SERVER_ERROR));
             };
+            matched.store(m.index, Relaxed);
             let route_in_flight =
                 (self.stats.routes.get(m.index)).map(|r| InFlight::new(&r.in_flight));
             let rm = RouteMatch {
@@ -211,6 +226,44 @@ impl Table {
                     return (Some(m.index), error_page(status));
                 }
             }
+        }
+    }
+}
+
+/// No route matched yet (in [`GivenUp::route`]).
+const NO_ROUTE: usize = usize::MAX;
+
+/// The status logged and counted for a request whose client went away before its
+/// answer began (nginx's 499, "client closed request").
+const CLIENT_CLOSED: u16 = 499;
+
+/// Accounts for a request given up before its response: when the dispatch future is
+/// dropped midway (its client closed the connection, which also stops its backend work),
+/// the request is counted with status 499 on the route it had reached and written to the
+/// access log as such, instead of vanishing from both. `done` is set at the normal end
+/// of `Table::dispatch`, which accounts for the request itself.
+struct GivenUp<'a> {
+    table: &'a Table,
+    start: Instant,
+    route: AtomicUsize,
+    log: Option<LogLine>,
+    done: bool,
+}
+
+impl Drop for GivenUp<'_> {
+    fn drop(&mut self) {
+        if self.done || std::thread::panicking() {
+            return;
+        }
+        let route = match self.route.load(Relaxed) {
+            NO_ROUTE => None,
+            i => Some(i),
+        };
+        self.table
+            .stats
+            .finish(route, CLIENT_CLOSED, self.start.elapsed());
+        if let Some(line) = self.log.take() {
+            write_line(&self.table.access, &line, CLIENT_CLOSED, 0);
         }
     }
 }
@@ -358,24 +411,29 @@ impl futures_lite::Stream for Counting {
 impl Counting {
     fn write(&mut self) {
         let Some(l) = self.line.take() else { return };
-        let bytes = if self.sent == 0 {
-            "-".to_string()
-        } else {
-            self.sent.to_string()
-        };
-        let text = format!(
-            "{} - {} [{}] \"{}\" {} {} \"{}\" \"{}\"\n",
-            l.host, l.user, l.time, l.request, self.status, bytes, l.referer, l.agent
-        );
-        match &*self.sink {
-            AccessSink::Off => {}
-            AccessSink::Stderr => {
-                let _ = std::io::stderr().write_all(text.as_bytes());
-            }
-            AccessSink::File(f) => {
-                if let Ok(mut f) = f.lock() {
-                    let _ = f.write_all(text.as_bytes());
-                }
+        write_line(&self.sink, &l, self.status, self.sent);
+    }
+}
+
+/// Writes one Combined Log Format line: `l` with the status and the body bytes sent.
+fn write_line(sink: &AccessSink, l: &LogLine, status: u16, sent: u64) {
+    let bytes = if sent == 0 {
+        "-".to_string()
+    } else {
+        sent.to_string()
+    };
+    let text = format!(
+        "{} - {} [{}] \"{}\" {} {} \"{}\" \"{}\"\n",
+        l.host, l.user, l.time, l.request, status, bytes, l.referer, l.agent
+    );
+    match sink {
+        AccessSink::Off => {}
+        AccessSink::Stderr => {
+            let _ = std::io::stderr().write_all(text.as_bytes());
+        }
+        AccessSink::File(f) => {
+            if let Ok(mut f) = f.lock() {
+                let _ = f.write_all(text.as_bytes());
             }
         }
     }

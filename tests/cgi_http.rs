@@ -363,10 +363,16 @@ fn cgi_client_disconnect_kills_the_script() {
 
 /// A request whose client goes away before the script answers is no longer counted in
 /// flight by `status`: the server's and the route's gauges come back down (they stayed
-/// up for good when the dropped request never reached their decrement).
+/// up for good when the dropped request never reached their decrement). It is counted
+/// and logged with nginx's 499 (client closed request) on the route it reached.
 #[test]
-fn client_gone_before_the_head_leaves_no_request_in_flight() {
-    let config = CONFIG.replace("timeout = \"2s\"", "timeout = \"60s\"")
+fn client_gone_before_the_head_leaves_no_request_in_flight_and_logs_499() {
+    let config = CONFIG
+        .replace("timeout = \"2s\"", "timeout = \"60s\"")
+        .replace(
+            "[server]\n",
+            "[server]\naccess_log = \"{dir}/access.log\"\n",
+        )
         + "[[route]]\nexact = \"/status\"\nhandler = \"status\"\n";
     let p = Portico::start(&config);
     let mut s = p.connect();
@@ -379,18 +385,29 @@ fn client_gone_before_the_head_leaves_no_request_in_flight() {
         "still running: {ids:?}"
     );
     // The status request itself is the one in flight, on its own route; the request
-    // that was given up is not counted as served either.
+    // given up is counted once, as a 4xx (499), on the CGI route.
     let text = p.get("/status").text();
     assert!(text.starts_with("{\"uptime_seconds\":"), "{text}");
-    assert!(text.contains(",\"in_flight\":1,\"children\""), "{text}");
     assert!(
-        text.contains("{\"name\":\"/cgi-bin/\",\"requests\":0,\"in_flight\":0,"),
+        text.contains("\"requests\":1,\"in_flight\":1,\"children\""),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "{\"name\":\"/cgi-bin/\",\"requests\":1,\"in_flight\":0,\"status\":{\"1xx\":0,\"2xx\":0,\"3xx\":0,\"4xx\":1,\"5xx\":0}"
+        ),
         "{text}"
     );
     assert!(
         text.contains("{\"name\":\"/status\",\"requests\":0,\"in_flight\":1,"),
         "{text}"
     );
+    let log = std::fs::read_to_string(p.dir().join("access.log")).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("\"GET /cgi-bin/sleep.cgi HTTP/1.1\""))
+        .unwrap_or_else(|| panic!("no line for the request given up:\n{log}"));
+    assert!(line.contains("\" 499 - \""), "{line}");
 }
 
 #[test]
