@@ -8,7 +8,7 @@
 use std::fs::File;
 use std::io::Write as _;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -129,50 +129,39 @@ impl Table {
     }
 
     async fn dispatch(&self, req: Box<Request>) -> Response {
-        let start = Instant::now();
-        let in_flight = InFlight::new(&self.stats.in_flight);
         // The access-log line is only put together when there is a log to write.
         let log = match &*self.access {
             AccessSink::Off => None,
             _ => Some(LogLine::of(&req)),
         };
-        let mut given_up = GivenUp {
-            table: self,
-            start,
-            route: AtomicUsize::new(NO_ROUTE),
-            log,
-            done: false,
-        };
-        let (route, resp) = self.serve(req, &given_up.route).await;
-        given_up.done = true;
-        drop(in_flight);
-        self.stats
-            .finish(route, resp.status.as_u16(), start.elapsed());
-        match given_up.log.take() {
+        let mut account = Account::new(self, log);
+        let resp = self.serve(req, &mut account.route).await;
+        account.status = resp.status.as_u16();
+        match account.log.take() {
             None => resp,
             Some(log) => log.attach(resp, self.access.clone()),
         }
     }
 
-    /// Finds the route and calls its backend, following local redirects; `matched` is
-    /// set to each route taken, for [`GivenUp`].
-    async fn serve(
-        &self,
-        mut req: Box<Request>,
-        matched: &AtomicUsize,
-    ) -> (Option<usize>, Response) {
+    /// Finds the route and calls its backend, following local redirects; `route` is the
+    /// route of the answer (none when no route matched), for [`Account`].
+    async fn serve(&self, mut req: Box<Request>, route: &mut Option<usize>) -> Response {
         let mut hops = 0u8;
         loop {
+            *route = None;
             let Some(m) = self.router.find(&req.path) else {
                 log::info!(target: "portico::dispatch", "{} {}: no route", req.method, String::from_utf8_lossy(&req.target));
-                return (None, error_page(StatusCode::NOT_FOUND));
+                return error_page(StatusCode::NOT_FOUND);
             };
             let Some(entry) = self.routes.get(m.index) else {
-                return (None, error_page(StatusCode::INTERNAL_SERVER_ERROR));
+                return error_page(StatusCode::INTERNAL_SERVER_ERROR);
             };
-            matched.store(m.index, Relaxed);
-            let route_in_flight =
-                (self.stats.routes.get(m.index)).map(|r| InFlight::new(&r.in_flight));
+            *route = Some(m.index);
+            let route_in_flight = self
+                .stats
+                .routes
+                .get(m.index)
+                .map(|r| InFlight::new(&r.in_flight));
             let rm = RouteMatch {
                 name: entry.name.clone(),
                 base: req.path.slice(..m.base_len.min(req.path.len())),
@@ -191,19 +180,19 @@ impl Table {
             match result {
                 Ok(Reply::Response(resp)) => {
                     log::debug!(target: "portico::dispatch", "{method} {} -> {} via {}", String::from_utf8_lossy(&target), resp.status, entry.name);
-                    return (Some(m.index), resp);
+                    return resp;
                 }
                 Ok(Reply::LocalRedirect(location)) => {
                     hops += 1;
                     if hops > self.max_redirects {
                         log::warn!(target: "portico::dispatch", "{method} {}: more than {} local redirects", String::from_utf8_lossy(&target), self.max_redirects);
-                        return (Some(m.index), error_page(StatusCode::INTERNAL_SERVER_ERROR));
+                        return error_page(StatusCode::INTERNAL_SERVER_ERROR);
                     }
                     log::debug!(target: "portico::dispatch", "local redirect to {}", String::from_utf8_lossy(&location));
                     // CGI-AMB-5: the redirected request is a GET without a body; the
                     // original URL is kept for REDIRECT_URL.
                     let Some(mut next) = template else {
-                        return (Some(m.index), error_page(StatusCode::INTERNAL_SERVER_ERROR));
+                        return error_page(StatusCode::INTERNAL_SERVER_ERROR);
                     };
                     let (path, q) = split_target(&location);
                     next.target = location;
@@ -223,54 +212,60 @@ impl Table {
                     } else {
                         log::info!(target: "portico::dispatch", "{method} {} via {}: {e}", String::from_utf8_lossy(&target), entry.name);
                     }
-                    return (Some(m.index), error_page(status));
+                    return error_page(status);
                 }
             }
         }
     }
 }
 
-/// No route matched yet (in [`GivenUp::route`]).
-const NO_ROUTE: usize = usize::MAX;
-
-/// The status logged and counted for a request whose client went away before its
-/// answer began (nginx's 499, "client closed request").
+/// The status a request has until its answer comes: the one it is counted and logged
+/// with when its client went away first (nginx's 499, "client closed request").
 const CLIENT_CLOSED: u16 = 499;
 
-/// Accounts for a request given up before its response: when the dispatch future is
-/// dropped midway (its client closed the connection, which also stops its backend work),
-/// the request is counted with status 499 on the route it had reached and written to the
-/// access log as such, instead of vanishing from both. `done` is set at the normal end
-/// of `Table::dispatch`, which accounts for the request itself.
-struct GivenUp<'a> {
+/// One request's accounting in `status` and the access log, done when dropped: in flight
+/// while it lives, then counted with its status on its route. Dropped midway (its client
+/// closed the connection, which also stops its backend work), the request keeps status
+/// 499 and its access-log line, still here, is written as such; at the normal end the
+/// line has been taken to go with the body, and is written when the body ends.
+struct Account<'a> {
     table: &'a Table,
     start: Instant,
-    route: AtomicUsize,
+    route: Option<usize>,
+    status: u16,
     log: Option<LogLine>,
-    done: bool,
 }
 
-impl Drop for GivenUp<'_> {
-    fn drop(&mut self) {
-        if self.done || std::thread::panicking() {
-            return;
-        }
-        let route = match self.route.load(Relaxed) {
-            NO_ROUTE => None,
-            i => Some(i),
-        };
-        self.table
-            .stats
-            .finish(route, CLIENT_CLOSED, self.start.elapsed());
-        if let Some(line) = self.log.take() {
-            write_line(&self.table.access, &line, CLIENT_CLOSED, 0);
+impl<'a> Account<'a> {
+    fn new(table: &'a Table, log: Option<LogLine>) -> Account<'a> {
+        table.stats.in_flight.fetch_add(1, Relaxed);
+        Account {
+            table,
+            start: Instant::now(),
+            route: None,
+            status: CLIENT_CLOSED,
+            log,
         }
     }
 }
 
-/// Counts a request on an in-flight gauge until dropped: also when the request's future is
-/// dropped midway because its client went away (the gauge stayed up for good when only
-/// the end of the request took it down).
+impl Drop for Account<'_> {
+    fn drop(&mut self) {
+        let stats = &self.table.stats;
+        stats.in_flight.fetch_sub(1, Relaxed);
+        if std::thread::panicking() {
+            return;
+        }
+        stats.finish(self.route, self.status, self.start.elapsed());
+        if let Some(line) = self.log.take() {
+            write_line(&self.table.access, &line, self.status, 0);
+        }
+    }
+}
+
+/// Counts a request on a route's in-flight gauge until dropped: also when the request's
+/// future is dropped midway because its client went away (the gauge stayed up for good
+/// when only the end of the request took it down).
 struct InFlight<'a>(&'a AtomicU64);
 
 impl<'a> InFlight<'a> {
