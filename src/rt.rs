@@ -244,27 +244,90 @@ pub async fn sleep(d: Duration) {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Elapsed;
 
-/// Runs `fut` for at most `d`.
-pub async fn timeout<F: Future>(d: Duration, fut: F) -> Result<F::Output, Elapsed> {
-    futures_lite::future::or(async { Ok(fut.await) }, async {
-        sleep(d).await;
-        Err(Elapsed)
-    })
-    .await
+// The combinators below are plain functions returning futures, not `async fn`s: an
+// `async fn` (or an async block that awaits a future it captured) keeps its argument in
+// its own state *and* the future it awaits beside it, so each layer doubled the size of
+// what it wrapped and copied it once more on its first poll. Nested three deep around a
+// CGI script's head phase that was a 96 KiB future, copied several times per request
+// (`rustc -Zprint-type-sizes`; memmove was a tenth of portico's CPU under `benches/cgi.sh`).
+
+/// Runs `fut` for at most `d` (its clock starts now).
+pub fn timeout<F: Future>(d: Duration, fut: F) -> Timeout<F> {
+    Timeout {
+        fut,
+        timer: async_io::Timer::after(d),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`timeout`].
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Timeout<F> {
+        #[pin]
+        fut: F,
+        timer: async_io::Timer,
+    }
+}
+
+impl<F: Future> Future for Timeout<F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(out) = this.fut.poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        match Pin::new(this.timer).poll(cx) {
+            Poll::Ready(_) => Poll::Ready(Err(Elapsed)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 /// Runs two futures at once on the current task until both have finished.
-pub async fn join<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
-    futures_lite::future::zip(a, b).await
+pub fn join<A: Future, B: Future>(a: A, b: B) -> impl Future<Output = (A::Output, B::Output)> {
+    futures_lite::future::zip(a, b)
 }
 
 /// Waits for whichever of two futures finishes first (the first wins a tie).
-pub async fn race<T, A, B>(a: A, b: B) -> T
+pub fn race<T, A, B>(a: A, b: B) -> impl Future<Output = T>
 where
     A: Future<Output = T>,
     B: Future<Output = T>,
 {
-    futures_lite::future::or(a, b).await
+    futures_lite::future::or(a, b)
+}
+
+/// `fut`, with `f` applied to its output (without an async block, which would hold
+/// `fut` twice; see above).
+pub fn map<F: Future, G: FnOnce(F::Output) -> T, T>(fut: F, f: G) -> Map<F, G> {
+    Map { fut, f: Some(f) }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`map`].
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Map<F, G> {
+        #[pin]
+        fut: F,
+        f: Option<G>,
+    }
+}
+
+impl<F: Future, G: FnOnce(F::Output) -> T, T> Future for Map<F, G> {
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let this = self.project();
+        match this.fut.poll(cx) {
+            Poll::Ready(out) => match this.f.take() {
+                Some(f) => Poll::Ready(f(out)),
+                // Polled again after it finished: a caller's bug, as with any future.
+                None => panic!("`rt::map` polled after completion"),
+            },
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 /// A stream of the termination signals portico acts on.
@@ -858,6 +921,67 @@ pub mod net {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A future that holds `N` bytes and is ready after `polls` polls.
+    struct Heavy<const N: usize> {
+        _payload: [u8; N],
+        polls: u32,
+    }
+
+    impl<const N: usize> Future for Heavy<N> {
+        type Output = u32;
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<u32> {
+            if self.polls == 0 {
+                return Poll::Ready(7);
+            }
+            self.polls -= 1;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+
+    fn heavy(polls: u32) -> Heavy<4096> {
+        Heavy {
+            _payload: [0; 4096],
+            polls,
+        }
+    }
+
+    #[test]
+    fn combinators_hold_what_they_wrap_once() {
+        // An `async fn` wrapper held its argument and the future it awaited side by side:
+        // nested three deep around the CGI head phase, 96 KiB (see the note above
+        // `timeout`). Each combinator is now its input plus a few words.
+        let inner = std::mem::size_of::<Heavy<4096>>();
+        let slack = 128;
+        assert!(std::mem::size_of_val(&race(heavy(0), heavy(0))) <= 2 * inner + slack);
+        assert!(std::mem::size_of_val(&timeout(Duration::from_secs(1), heavy(0))) <= inner + slack);
+        assert!(std::mem::size_of_val(&map(heavy(0), |n| n + 1)) <= inner + slack);
+        let nested = race(race(map(heavy(0), |n| n), heavy(0)), heavy(0));
+        assert!(std::mem::size_of_val(&nested) <= 3 * inner + slack);
+        assert!(std::mem::size_of_val(&join(heavy(0), heavy(0))) <= 2 * inner + 2 * slack);
+    }
+
+    #[test]
+    fn timeout_returns_the_output_when_it_comes_first_and_elapsed_otherwise() {
+        assert_eq!(block_on(timeout(Duration::from_secs(5), heavy(3))), Ok(7));
+        let start = Instant::now();
+        let late = block_on(timeout(
+            Duration::from_millis(20),
+            std::future::pending::<u32>(),
+        ));
+        assert_eq!(late, Err(Elapsed));
+        assert!(start.elapsed() >= Duration::from_millis(20));
+    }
+
+    #[test]
+    fn map_applies_its_function_once_to_the_output() {
+        assert_eq!(block_on(map(heavy(2), |n| n * 6)), 42);
+        assert_eq!(
+            block_on(race(map(heavy(5), |_| 1), map(heavy(0), |_| 2))),
+            2
+        );
+    }
 
     #[test]
     fn buffered_reads_hand_back_every_byte_in_order_whatever_the_read_sizes() {

@@ -410,6 +410,8 @@ const OUTPUT_QUEUE: usize = 2;
 const OUTPUT_CHUNK: usize = 64 * 1024;
 /// Reads while the head is incomplete.
 const HEAD_READ: usize = 8 * 1024;
+/// How much more stdout [`read_ready`] asks for at a time.
+const READ_STEP: usize = 4 * 1024;
 /// A stderr line longer than this is logged in pieces.
 const MAX_LOG_LINE: usize = 4096;
 /// How long a failed script's stderr may take to end, so its lines precede the error.
@@ -887,16 +889,17 @@ impl Drop for Started {
 }
 
 /// Runs `fut` until it ends, the deadline passes, or (with `alive`) the client goes away.
-async fn watch<T>(
-    fut: impl Future<Output = T>,
+/// A plain function, not an `async fn`, so `fut` is held once (see `rt::map`).
+fn watch<'a, T: 'a>(
+    fut: impl Future<Output = T> + 'a,
     deadline: Instant,
-    alive: Option<&Receiver<()>>,
-) -> Result<T, Stop> {
-    let limit = async {
+    alive: Option<&'a Receiver<()>>,
+) -> impl Future<Output = Result<T, Stop>> + 'a {
+    let limit = async move {
         rt::sleep_until(deadline).await;
         Err(Stop::Timeout)
     };
-    let gone = async {
+    let gone = async move {
         match alive {
             // Nothing is ever sent: `recv` returns when every sender is dropped.
             Some(rx) => {
@@ -906,7 +909,7 @@ async fn watch<T>(
             None => std::future::pending().await,
         }
     };
-    rt::race(async { Ok(fut.await) }, rt::race(limit, gone)).await
+    rt::race(rt::map(fut, Ok), rt::race(limit, gone))
 }
 
 /// Reads stdout until the head is complete; returns it and the body bytes read with it.
@@ -973,19 +976,22 @@ async fn read_ready(
         return Ready::Partial(Bytes::from(body));
     }
     let until = deadline.min(Instant::now() + wait);
-    let mut buf = [0u8; 4096];
     while body.len() < OUTPUT_CHUNK {
         // Never past one chunk: what was read goes on as the first chunk if the script
-        // is not done, and a chunk is at most OUTPUT_CHUNK.
-        let room = (OUTPUT_CHUNK - body.len()).min(buf.len());
-        let window = buf.get_mut(..room).unwrap_or_default();
+        // is not done, and a chunk is at most OUTPUT_CHUNK. Read straight into `body`
+        // (a buffer here would sit in this future, and so in every caller's).
+        let old = body.len();
+        body.resize(old + (OUTPUT_CHUNK - old).min(READ_STEP), 0);
+        let window = body.get_mut(old..).unwrap_or_default();
         let read = rt::race(async { Some(stdout.read(window).await) }, async {
             rt::sleep_until(until).await;
             None
         });
-        match read.await {
+        let got = read.await;
+        body.truncate(old + if let Some(Ok(n)) = &got { *n } else { 0 });
+        match got {
             Some(Ok(0)) => return Ready::Whole(Bytes::from(body)),
-            Some(Ok(n)) => body.extend_from_slice(buf.get(..n).unwrap_or_default()),
+            Some(Ok(_)) => {}
             Some(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
             // Not within the wait (or an error, which the streaming read meets again).
             Some(Err(_)) | None => break,

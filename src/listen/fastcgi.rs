@@ -618,9 +618,7 @@ fn start(
             }
             Some(0)
         };
-        // `or`, not `rt::race`: the async wrapper would hold `work` twice over in this
-        // future, which is moved whole into its box.
-        let status = futures_lite::future::or(
+        let status = rt::race(
             async {
                 abort.await;
                 None

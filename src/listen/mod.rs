@@ -169,11 +169,11 @@ pub async fn accept_loop<F, Fut>(
             continue;
         };
         let tracker = tracker.clone();
-        drop(rt::spawn(async move {
-            task.await;
+        // `rt::map`, not an async block, which would hold `task` twice.
+        drop(rt::spawn(rt::map(task, move |()| {
             drop(permit);
             drop(tracker);
-        }));
+        })));
     }
     log::debug!(target: "portico::listen", "{name}: no longer accepting");
 }

@@ -65,15 +65,17 @@ async fn connection(
                 Ok(Status::Partial) => {}
                 Err(e) => return Ok(Err(e)),
             }
-            let mut chunk = [0u8; 8192];
-            let n = conn.read(&mut chunk).await?;
+            // Straight into `buf`: a buffer here would sit in this future.
+            let old = buf.len();
+            buf.resize(old + 8192, 0);
+            let n = conn.read(buf.get_mut(old..).unwrap_or_default()).await?;
+            buf.truncate(old + n);
             if n == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "connection closed inside the SCGI header",
                 ));
             }
-            buf.extend_from_slice(&chunk[..n]);
         }
     })
     .await;
