@@ -146,7 +146,23 @@ pub struct Spawn {
     program: CString,
     argv: Vec<CString>,
     env: Vec<CString>,
+    /// A 256-bit Bloom filter of the names in `env`: a name whose bit is clear is new, so
+    /// most of a script's forty-odd variables go in without comparing against the rest
+    /// (that search was 15% of a CGI request's instructions, callgrind).
+    names: [u64; 4],
     dir: Option<CString>,
+}
+
+/// The bit of `name` in [`Spawn::names`] (FNV-1a).
+fn name_bit(name: &[u8]) -> (usize, u64) {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in name {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    // Fold the high bits in: FNV's low bits alone mix poorly.
+    let h = (h ^ (h >> 32)) as usize;
+    ((h >> 6) & 3, 1u64 << (h & 63))
 }
 
 /// What the child's stdin is.
@@ -184,6 +200,7 @@ impl Spawn {
             argv: vec![program.clone()],
             program,
             env: Vec::with_capacity(48),
+            names: [0; 4],
             dir: None,
         })
     }
@@ -211,6 +228,15 @@ impl Spawn {
         pair.push(b'=');
         pair.extend_from_slice(value);
         let pair = c_string(pair, "environment variable")?;
+        let (word, bit) = name_bit(name);
+        let Some(slot) = self.names.get_mut(word) else {
+            return Err(io::Error::other("name filter out of range"));
+        };
+        if *slot & bit == 0 {
+            *slot |= bit;
+            self.env.push(pair);
+            return Ok(());
+        }
         let key = name.len() + 1;
         match self
             .env
@@ -483,6 +509,44 @@ mod tests {
         assert_eq!(ignored & (1 << (libc::SIGPIPE - 1)), 0, "mask {ignored:x}");
         assert_eq!(err, "oops\n");
         assert!(spawned.stdin.is_none());
+    }
+
+    #[test]
+    fn env_keeps_one_entry_per_name_the_latest_value_in_first_place() {
+        // Enough names that the 256-bit filter has clashes, so both the fast path (a new
+        // name) and the search (a clash, or a real repeat) are taken.
+        let mut cmd = Spawn::new(Path::new("/bin/true")).expect("program");
+        let names: Vec<String> = (0..300).map(|i| format!("VAR_{i}")).collect();
+        for n in &names {
+            cmd.env(n.as_bytes(), b"first").expect("env");
+        }
+        for n in names.iter().step_by(7) {
+            cmd.env(n.as_bytes(), b"second").expect("env");
+        }
+        // A name that is a prefix of another is a different name.
+        cmd.env(b"VAR_1", b"third").expect("env");
+        cmd.env(b"VAR", b"short").expect("env");
+        let got: Vec<String> = cmd
+            .env
+            .iter()
+            .map(|e| e.to_string_lossy().into_owned())
+            .collect();
+        let mut want: Vec<String> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let v = if n == "VAR_1" {
+                    "third"
+                } else if i % 7 == 0 {
+                    "second"
+                } else {
+                    "first"
+                };
+                format!("{n}={v}")
+            })
+            .collect();
+        want.push("VAR=short".into());
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -412,6 +412,8 @@ const OUTPUT_CHUNK: usize = 64 * 1024;
 const HEAD_READ: usize = 8 * 1024;
 /// How much more stdout [`read_ready`] asks for at a time.
 const READ_STEP: usize = 4 * 1024;
+/// Largest read from the script's stderr.
+const STDERR_READ: usize = 8 * 1024;
 /// A stderr line longer than this is logged in pieces.
 const MAX_LOG_LINE: usize = 4096;
 /// How long a failed script's stderr may take to end, so its lines precede the error.
@@ -1123,7 +1125,8 @@ async fn feed_stdin(mut stdin: ChildStdin, input: Input, stop: Receiver<()>, nam
 /// blocks on a full pipe.
 async fn log_stderr(mut stderr: ChildStderr, name: Arc<str>, sink: Option<StderrSink>) {
     let mut pending: Vec<u8> = Vec::new();
-    let mut buf = vec![0u8; 8192];
+    // Most scripts write nothing here: start small, grow while reads fill the buffer.
+    let mut buf = vec![0u8; 256];
     loop {
         let n = match stderr.read(&mut buf).await {
             Ok(0) => break,
@@ -1131,6 +1134,9 @@ async fn log_stderr(mut stderr: ChildStderr, name: Arc<str>, sink: Option<Stderr
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         };
+        if n == buf.len() && buf.len() < STDERR_READ {
+            buf.resize((buf.len() * 4).min(STDERR_READ), 0);
+        }
         pending.extend_from_slice(buf.get(..n).unwrap_or_default());
         if let Some(sink) = &sink {
             sink.send(Bytes::copy_from_slice(buf.get(..n).unwrap_or_default()));
