@@ -206,6 +206,7 @@ impl CgiBackend {
         // The child is owned (registered, killed and reaped if dropped) from inside the
         // blocking call: a request dropped while it waits here leaves no script behind.
         let (spawned, mut started) = rt::spawn_blocking(move || {
+            procs::batch_this_thread();
             cmd.spawn(stdin).map(|spawned| {
                 // The child is its own group's leader, so its pid is the group id.
                 procs::register(spawned.pid);
@@ -1917,6 +1918,27 @@ mod tests {
         let env = env_with(&b, get("/cgi-bin/inside.cgi/p"));
         assert_eq!(env["SCRIPT_NAME"], "/cgi-bin/inside.cgi");
         assert_eq!(env["PATH_INFO"], "/p");
+    }
+
+    #[test]
+    fn scripts_run_under_the_normal_policy_though_started_from_a_batch_thread() {
+        // The spawning thread is made SCHED_BATCH (procs::batch_this_thread); the script
+        // and what it runs must not inherit that.
+        let root = tempfile::tempdir().expect("tempdir");
+        let script = root.path().join("policy.cgi");
+        fs::write(
+            &script,
+            "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\n\
+             awk '{print $41}' /proc/self/stat\n",
+        )
+        .expect("write");
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).expect("chmod");
+        let b = backend_with(settings(root.path().to_path_buf()));
+        for _ in 0..3 {
+            let (resp, text) = fetch(&b, get("/cgi-bin/policy.cgi"));
+            assert_eq!(resp.status, StatusCode::OK, "{text}");
+            assert_eq!(text.trim(), libc::SCHED_OTHER.to_string());
+        }
     }
 
     #[test]
