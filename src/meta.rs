@@ -93,8 +93,9 @@ pub fn variables(
     };
     let mut vars = cgi::meta_variables(&info, opts)?;
     // Params a web server sent that portico did not compute itself pass through
-    // (DOCUMENT_ROOT of the front server, HTTPS, REMOTE_USER …); HTTP_* params already
-    // became headers.
+    // (DOCUMENT_ROOT of the front server, HTTPS, REMOTE_USER …), the first of a name
+    // once; HTTP_* params already became headers. (A linear search: names differ in
+    // length mostly, so each comparison is cheap; a sorted set cost more, callgrind.)
     for (name, value) in &req.params {
         let Ok(name) = std::str::from_utf8(name) else {
             continue;
@@ -127,6 +128,60 @@ fn host_name(req: &Request) -> Option<&str> {
 mod tests {
     use super::*;
     use http::Method;
+
+    #[test]
+    fn front_server_params_pass_through_once_without_overriding_computed_ones() {
+        let mut req = Request::new(Method::GET, b"/x");
+        let param = |n: &[u8], v: &[u8]| {
+            (
+                bytes::Bytes::copy_from_slice(n),
+                bytes::Bytes::copy_from_slice(v),
+            )
+        };
+        req.params = vec![
+            param(b"DOCUMENT_ROOT", b"/front/root"),
+            param(b"REQUEST_METHOD", b"POST"),
+            param(b"HTTP_X_FROM_PARAM", b"no"),
+            param(b"HTTPS", b"on"),
+            param(b"HTTPS", b"off"),
+            param(b"\xff\xfe", b"bad name"),
+            param(b"FRONT_ONLY", b"yes"),
+        ];
+        let server = ServerInfo {
+            name: "gw".into(),
+            software: "portico".into(),
+        };
+        let script = Script {
+            script_name: b"/x",
+            ..Script::default()
+        };
+        let vars = variables(&req, &script, &server, None, &cgi::HeaderOptions::default())
+            .expect("variables");
+        let all = |n: &str| {
+            vars.iter()
+                .filter(|(k, _)| k == n)
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                .collect::<Vec<_>>()
+        };
+        // Computed by portico: the front server's value does not replace it.
+        assert_eq!(all("REQUEST_METHOD"), ["GET"]);
+        // Not computed here (no document root on this route): passed through.
+        assert_eq!(all("DOCUMENT_ROOT"), ["/front/root"]);
+        // The first of a repeated name, once.
+        assert_eq!(all("HTTPS"), ["on"]);
+        assert_eq!(all("FRONT_ONLY"), ["yes"]);
+        // HTTP_* params already became headers; a name that is not UTF-8 is dropped.
+        assert!(all("HTTP_X_FROM_PARAM").is_empty());
+        assert_eq!(
+            vars.iter().filter(|(k, _)| k.contains('\u{fffd}')).count(),
+            0
+        );
+        let mut names: Vec<&str> = vars.iter().map(|(k, _)| k.as_str()).collect();
+        names.sort_unstable();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(names.len(), before, "a name twice: {vars:?}");
+    }
 
     #[test]
     fn cgi_amb_11_server_name_from_host_without_port() {
