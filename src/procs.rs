@@ -11,6 +11,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 static GROUPS: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
 
@@ -40,8 +41,18 @@ pub fn kill_group(pgid: i32) {
     }
 }
 
+/// Set once [`kill_all`] has run: scripts dying from here on were stopped by the
+/// shutdown, not by their own fault.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// Whether the shutdown has killed the remaining scripts ([`kill_all`]).
+pub fn stopping() -> bool {
+    STOPPING.load(Ordering::SeqCst)
+}
+
 /// Kills every registered group; returns how many there were.
 pub fn kill_all() -> usize {
+    STOPPING.store(true, Ordering::SeqCst);
     let groups: Vec<i32> = match GROUPS.lock() {
         Ok(mut g) => g
             .take()

@@ -527,6 +527,36 @@ fn shutdown_waits_for_a_running_script_then_exits_zero() {
 }
 
 #[test]
+fn a_script_killed_when_the_grace_period_ends_answers_503_not_502() {
+    let mut p = Portico::start(
+        CONFIG
+            .replace("timeout = \"2s\"", "timeout = \"60s\"")
+            .replace("grace = \"3s\"", "grace = \"1s\"")
+            .as_str(),
+    );
+    let mut s = p.connect();
+    // sleep.cgi never writes its head.
+    s.write_all(b"GET /cgi-bin/sleep.cgi HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let pidfile = p.dir().join("pids");
+    let end = Instant::now() + Duration::from_secs(5);
+    while !pidfile.exists() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(pidfile.exists(), "the script did not start");
+    let st = p.terminate(Duration::from_secs(15)).expect("exited");
+    assert!(st.success(), "{st:?}");
+    let r = read_response(&mut BufReader::new(s), false).expect("an answer before the exit");
+    assert_eq!(r.status, 503, "{}", r.text());
+    let log = p.log();
+    assert!(
+        log.contains("stopped by the shutdown: the grace period ended before it answered"),
+        "{log}"
+    );
+    assert!(!log.contains("bad gateway"), "{log}");
+}
+
+#[test]
 fn orphaned_grandchildren_are_reaped() {
     let p = Portico::start(CONFIG);
     for _ in 0..5 {

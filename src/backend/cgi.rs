@@ -836,6 +836,17 @@ impl Run {
                 log::debug!("{name}: client went away, killed ({status})");
                 None
             }
+            // The grace period of a shutdown ended before the script answered and
+            // portico killed it: not the script's fault, and the server is going away
+            // (503, as for a request refused while busy), not a bad gateway.
+            Stop::Failed(why) if procs::stopping() => {
+                log::warn!(
+                    "{name}: stopped by the shutdown: the grace period ended before it answered ({why}; {status})"
+                );
+                Some(BackendError::Busy(format!(
+                    "{name}: stopped by the shutdown before it answered"
+                )))
+            }
             Stop::Failed(why) => {
                 log::warn!("{name}: {why} ({status})");
                 Some(BackendError::BadGateway(format!(
