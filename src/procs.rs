@@ -15,6 +15,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 static GROUPS: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
 
+/// Groups [`kill_all`] killed and whose leader is not reaped yet: a script of one of
+/// them that fails now failed because of the shutdown, not by its own fault.
+static KILLED: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
+
 /// Records a running process group.
 pub fn register(pgid: i32) {
     if let Ok(mut g) = GROUPS.lock() {
@@ -24,10 +28,12 @@ pub fn register(pgid: i32) {
 
 /// Forgets a process group (its leader has been reaped).
 pub fn unregister(pgid: i32) {
-    if let Ok(mut g) = GROUPS.lock()
-        && let Some(set) = g.as_mut()
-    {
-        set.remove(&pgid);
+    for registry in [&GROUPS, &KILLED] {
+        if let Ok(mut g) = registry.lock()
+            && let Some(set) = g.as_mut()
+        {
+            set.remove(&pgid);
+        }
     }
 }
 
@@ -41,18 +47,17 @@ pub fn kill_group(pgid: i32) {
     }
 }
 
-/// Set once [`kill_all`] has run: scripts dying from here on were stopped by the
-/// shutdown, not by their own fault.
-static STOPPING: AtomicBool = AtomicBool::new(false);
-
-/// Whether the shutdown has killed the remaining scripts ([`kill_all`]).
-pub fn stopping() -> bool {
-    STOPPING.load(Ordering::SeqCst)
+/// Whether [`kill_all`] killed this group (and its leader is not reaped yet).
+pub fn killed_at_shutdown(pgid: i32) -> bool {
+    KILLED
+        .lock()
+        .ok()
+        .is_some_and(|g| g.as_ref().is_some_and(|set| set.contains(&pgid)))
 }
 
-/// Kills every registered group; returns how many there were.
+/// Kills every registered group; returns how many there were. Each is remembered as
+/// killed by the shutdown ([`killed_at_shutdown`]) until its leader is reaped.
 pub fn kill_all() -> usize {
-    STOPPING.store(true, Ordering::SeqCst);
     let groups: Vec<i32> = match GROUPS.lock() {
         Ok(mut g) => g
             .take()
@@ -60,6 +65,10 @@ pub fn kill_all() -> usize {
             .unwrap_or_default(),
         Err(_) => Vec::new(),
     };
+    if let Ok(mut k) = KILLED.lock() {
+        k.get_or_insert_with(HashSet::new)
+            .extend(groups.iter().copied());
+    }
     for &pgid in &groups {
         kill_group(pgid);
     }
@@ -147,35 +156,60 @@ pub fn reap_orphans(suspects: &mut HashSet<i32>) -> usize {
 }
 
 thread_local! {
-    /// Whether [`batch_this_thread`] moved this thread to `SCHED_BATCH` (`None`: not
+    /// Whether [`batch_this_thread`] found this thread batched by portico (`None`: not
     /// asked yet).
     static BATCHED: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
 }
 
+/// Set once [`batch_this_thread`] has moved a thread from `SCHED_OTHER` to `SCHED_BATCH`:
+/// from then on a `SCHED_BATCH` thread of this process is batched by portico (directly,
+/// or by inheriting it from the thread that created it: the blocking pool starts new
+/// threads from its own threads), not by whoever started portico.
+static BATCHING: AtomicBool = AtomicBool::new(false);
+
 /// Moves the calling thread from `SCHED_OTHER` to `SCHED_BATCH`, once per thread; true
-/// if it is (now) batched by this call or an earlier one. For the blocking-pool threads
-/// that start scripts: woken for each spawn, and again when the child has exec'd, a
-/// normal thread preempts the event loop's thread on that CPU each time (EEVDF's wakeup
-/// preemption), a batch one waits for its turn. Under `benches/cgi.sh` load that took
-/// the event loop's involuntary context switches from 1.67 to 0.45 per request and all
-/// of portico's threads' from 5.5 to 3.4. Scripts started from a batched thread are put
-/// back to `SCHED_OTHER` ([`Spawn::spawn`]). A thread under any other policy (portico
-/// run with `chrt`, say) is left as it is, and so are its scripts.
+/// if it is batched by portico now. For the blocking-pool threads that start scripts:
+/// woken for each spawn, and again when the child has exec'd, a normal thread preempts
+/// the event loop's thread on that CPU each time (EEVDF's wakeup preemption), a batch
+/// one waits for its turn. Under `benches/cgi.sh` load that took the event loop's
+/// involuntary context switches from 1.67 to 0.45 per request and all of portico's
+/// threads' from 5.5 to 3.4. Scripts are put back to `SCHED_OTHER` when started from
+/// any thread portico batched ([`Spawn::spawn`]). A process started under another policy
+/// (`chrt`, say) is left as it is, and so are its scripts.
 pub fn batch_this_thread() -> bool {
     BATCHED.with(|batched| {
         if let Some(b) = batched.get() {
             return b;
         }
         let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: both calls act on the calling thread (pid 0) and read only `param`,
-        // which lives across the call.
-        let b = unsafe {
-            libc::sched_getscheduler(0) == libc::SCHED_OTHER
-                && libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) == 0
+        // SAFETY: sched_getscheduler and sched_setscheduler act on the calling thread
+        // (pid 0); the latter reads only `param`, which lives across the call.
+        let b = match unsafe { libc::sched_getscheduler(0) } {
+            libc::SCHED_OTHER => {
+                // SAFETY: as above.
+                let switched =
+                    unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } == 0;
+                if switched {
+                    BATCHING.store(true, Ordering::SeqCst);
+                }
+                switched
+            }
+            // Inherited from a thread batched here (BATCHING was set before that thread
+            // could create this one), or the process's own policy (BATCHING unset).
+            libc::SCHED_BATCH => BATCHING.load(Ordering::SeqCst),
+            _ => false,
         };
         batched.set(Some(b));
         b
     })
+}
+
+/// Whether a script started from the calling thread must be put back to `SCHED_OTHER`:
+/// the thread runs `SCHED_BATCH` because of portico. Asked on every spawn, whichever
+/// thread it runs on (one `sched_getscheduler` call while portico batches any thread).
+fn spawns_need_normal_policy() -> bool {
+    // SAFETY: reads the calling thread's policy; no memory involved.
+    BATCHING.load(Ordering::SeqCst) && unsafe { libc::sched_getscheduler(0) } == libc::SCHED_BATCH
 }
 
 /// A program to start with `posix_spawn(3)`: its path, arguments and whole environment as
@@ -326,7 +360,7 @@ impl Spawn {
         if let Some(dir) = &self.dir {
             actions.chdir(dir)?;
         }
-        let attr = Attr::new(BATCHED.with(|b| b.get() == Some(true)))?;
+        let attr = Attr::new(spawns_need_normal_policy())?;
 
         let mut argv: Vec<*mut libc::c_char> =
             self.argv.iter().map(|a| a.as_ptr().cast_mut()).collect();
@@ -459,7 +493,7 @@ struct Attr(libc::posix_spawnattr_t);
 
 impl Attr {
     /// With `normal`, the child is also set to `SCHED_OTHER` (it is started from a
-    /// thread that [`batch_this_thread`] made `SCHED_BATCH`).
+    /// thread that portico made `SCHED_BATCH`, see [`batch_this_thread`]).
     fn new(normal: bool) -> io::Result<Attr> {
         // SAFETY: the type is plain data; init fills it in before any other use.
         let mut a = Attr(unsafe { std::mem::zeroed() });
@@ -611,25 +645,55 @@ mod tests {
             assert!(batch_this_thread(), "asked again: still batched");
             // SAFETY: reads the calling thread's policy.
             let thread_policy = unsafe { libc::sched_getscheduler(0) };
-            let mut cmd = Spawn::new(Path::new("/bin/sh")).expect("program");
-            cmd.arg(b"-c").expect("arg");
-            // Field 41 of /proc/PID/stat is the policy; `awk` inherits it from `sh`.
-            cmd.arg(b"awk '{print $41}' /proc/self/stat").expect("arg");
-            cmd.env(b"PATH", b"/usr/bin:/bin").expect("env");
-            let spawned = cmd.spawn(Stdin::Null).expect("spawn");
-            let mut out = String::new();
-            std::fs::File::from(spawned.stdout)
-                .read_to_string(&mut out)
-                .expect("stdout");
-            let mut status = 0;
-            // SAFETY: waitpid on the child just spawned, with a status int we own.
-            unsafe { libc::waitpid(spawned.pid, &mut status, 0) };
-            (thread_policy, out.trim().to_string())
+            let policy = script_policy();
+            (thread_policy, policy)
         })
         .join()
         .expect("thread");
         assert_eq!(thread_policy, libc::SCHED_BATCH);
         assert_eq!(script_policy, libc::SCHED_OTHER.to_string());
+    }
+
+    /// The policy field of `/proc/self/stat` as seen by a script spawned from here.
+    fn script_policy() -> String {
+        let mut cmd = Spawn::new(Path::new("/bin/sh")).expect("program");
+        cmd.arg(b"-c").expect("arg");
+        cmd.arg(b"awk '{print $41}' /proc/self/stat").expect("arg");
+        cmd.env(b"PATH", b"/usr/bin:/bin").expect("env");
+        let spawned = cmd.spawn(Stdin::Null).expect("spawn");
+        let mut out = String::new();
+        std::fs::File::from(spawned.stdout)
+            .read_to_string(&mut out)
+            .expect("stdout");
+        let mut status = 0;
+        // SAFETY: waitpid on the child just spawned, with a status int we own.
+        unsafe { libc::waitpid(spawned.pid, &mut status, 0) };
+        out.trim().to_string()
+    }
+
+    #[test]
+    fn a_thread_created_by_a_batched_thread_also_starts_scripts_under_the_normal_policy() {
+        // The blocking pool starts its new threads from its own threads, which inherit
+        // SCHED_BATCH: their scripts must be put back too, asked or not.
+        let (inherited, asked, unasked, batched) = std::thread::spawn(|| {
+            assert!(batch_this_thread());
+            std::thread::spawn(|| {
+                // SAFETY: reads the calling thread's policy.
+                let inherited = unsafe { libc::sched_getscheduler(0) };
+                let unasked = script_policy();
+                let batched = batch_this_thread();
+                let asked = script_policy();
+                (inherited, asked, unasked, batched)
+            })
+            .join()
+            .expect("inner thread")
+        })
+        .join()
+        .expect("thread");
+        assert_eq!(inherited, libc::SCHED_BATCH);
+        assert!(batched, "an inherited batch policy counts as portico's");
+        assert_eq!(unasked, libc::SCHED_OTHER.to_string());
+        assert_eq!(asked, libc::SCHED_OTHER.to_string());
     }
 
     #[test]

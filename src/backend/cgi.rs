@@ -817,6 +817,8 @@ impl Run {
     /// Ends an abnormal run: kills the group, reaps the leader, logs why; the error to
     /// answer with, if the client is still there to get one.
     async fn abort(&mut self, stop: Stop, stdout: Option<ChildStdout>) -> Option<BackendError> {
+        // Asked before the reap below, which clears the mark.
+        let killed_at_shutdown = procs::killed_at_shutdown(self.pgid);
         procs::kill_group(self.pgid);
         drop(stdout);
         let status = self.reap().await;
@@ -839,7 +841,7 @@ impl Run {
             // The grace period of a shutdown ended before the script answered and
             // portico killed it: not the script's fault, and the server is going away
             // (503, as for a request refused while busy), not a bad gateway.
-            Stop::Failed(why) if procs::stopping() => {
+            Stop::Failed(why) if killed_at_shutdown => {
                 log::warn!(
                     "{name}: stopped by the shutdown: the grace period ended before it answered ({why}; {status})"
                 );
