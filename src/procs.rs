@@ -205,11 +205,15 @@ pub fn batch_this_thread() -> bool {
 }
 
 /// Whether a script started from the calling thread must be put back to `SCHED_OTHER`:
-/// the thread runs `SCHED_BATCH` because of portico. Asked on every spawn, whichever
-/// thread it runs on (one `sched_getscheduler` call while portico batches any thread).
+/// the thread runs `SCHED_BATCH` because of portico. A thread that asked
+/// [`batch_this_thread`] knows; any other is asked its policy (one `sched_getscheduler`,
+/// and only while portico batches some thread).
 fn spawns_need_normal_policy() -> bool {
-    // SAFETY: reads the calling thread's policy; no memory involved.
-    BATCHING.load(Ordering::SeqCst) && unsafe { libc::sched_getscheduler(0) } == libc::SCHED_BATCH
+    BATCHING.load(Ordering::SeqCst)
+        && BATCHED.with(|b| b.get()).unwrap_or_else(|| {
+            // SAFETY: reads the calling thread's policy; no memory involved.
+            unsafe { libc::sched_getscheduler(0) == libc::SCHED_BATCH }
+        })
 }
 
 /// A program to start with `posix_spawn(3)`: its path, arguments and whole environment as

@@ -252,36 +252,11 @@ pub struct Elapsed;
 // (`rustc -Zprint-type-sizes`; memmove was a tenth of portico's CPU under `benches/cgi.sh`).
 
 /// Runs `fut` for at most `d` (its clock starts now).
-pub fn timeout<F: Future>(d: Duration, fut: F) -> Timeout<F> {
-    Timeout {
-        fut,
-        timer: async_io::Timer::after(d),
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The future of [`timeout`].
-    #[must_use = "futures do nothing unless polled"]
-    pub struct Timeout<F> {
-        #[pin]
-        fut: F,
-        timer: async_io::Timer,
-    }
-}
-
-impl<F: Future> Future for Timeout<F> {
-    type Output = Result<F::Output, Elapsed>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        if let Poll::Ready(out) = this.fut.poll(cx) {
-            return Poll::Ready(Ok(out));
-        }
-        match Pin::new(this.timer).poll(cx) {
-            Poll::Ready(_) => Poll::Ready(Err(Elapsed)),
-            Poll::Pending => Poll::Pending,
-        }
-    }
+pub fn timeout<F: Future>(d: Duration, fut: F) -> impl Future<Output = Result<F::Output, Elapsed>> {
+    race(
+        map(fut, Ok),
+        map(async_io::Timer::after(d), |_| Err(Elapsed)),
+    )
 }
 
 /// Runs two futures at once on the current task until both have finished.
