@@ -401,17 +401,19 @@ where
     }
 }
 
-/// hyper's timer, over async-io's timers.
+/// hyper's timer, over [`coarse`] sleeps: hyper's only timer on a server connection is
+/// the header-read timeout, started for every request head (on a kept-alive connection,
+/// while it waits for the next request) and dropped when the head has arrived.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct HyperTimer;
 
 impl hyper::rt::Timer for HyperTimer {
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        Box::pin(HyperSleep(async_io::Timer::after(duration)))
+        Box::pin(coarse::sleep(duration))
     }
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        Box::pin(HyperSleep(async_io::Timer::at(deadline)))
+        Box::pin(coarse::sleep_until(deadline))
     }
 
     fn reset(&self, sleep: &mut Pin<Box<dyn hyper::rt::Sleep>>, new_deadline: Instant) {
@@ -419,16 +421,231 @@ impl hyper::rt::Timer for HyperTimer {
     }
 }
 
-struct HyperSleep(async_io::Timer);
+impl hyper::rt::Sleep for coarse::Sleep {}
 
-impl Future for HyperSleep {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        Pin::new(&mut self.0).poll(cx).map(|_| ())
+/// Sleeps for long waits that are nearly always called off before they end (hyper's
+/// header-read timeout, the connections' idle checks, a CGI script's time limit): entries
+/// in one table, woken by one thread of their own, never seen by the reactor.
+///
+/// An async-io timer registers with the reactor on its first poll, wakes the thread that
+/// waits on the reactor so that it plans its next wake-up again (an eventfd write, read
+/// and re-arm), and sits in the reactor's ordered map, which the reactor splits on every
+/// wake-up while any timer is in it. For hyper's header-read timeout that was once per
+/// request: about 1,950 of the ~16,000 user-space instructions of a kept-alive echo
+/// request (callgrind, `benches/instructions.sh`), besides the system calls. Here a
+/// sleep costs a lock and a slot in a table when first polled, and the same when
+/// dropped. The `portico-timer` thread sleeps until the earliest deadline it knows of,
+/// wakes the sleeps that are due, and is woken early only by a sleep due before it
+/// planned to look (rare: most waits have the same length, so a new one ends after the
+/// ones before it). A sleep ends no earlier than its deadline and at most
+/// [`coarse::GRAIN`] after it (plus the time its task takes to be polled): for waits of
+/// seconds, not for precise short ones.
+pub mod coarse {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::{Mutex, MutexGuard};
+    use std::task::{Context, Poll, Waker};
+    use std::thread::Thread;
+    use std::time::{Duration, Instant};
+
+    /// How late after its deadline a sleep may end: the timer thread wakes at most this
+    /// often.
+    pub const GRAIN: Duration = Duration::from_millis(10);
+
+    struct Entry {
+        at: Instant,
+        /// `None` once the timer thread has woken it.
+        waker: Option<Waker>,
+    }
+
+    struct Table {
+        slots: Vec<Option<Entry>>,
+        free: Vec<usize>,
+        /// The timer thread, once started.
+        thread: Option<Thread>,
+        /// When the timer thread will look at the table next (`None`: when woken).
+        look_at: Option<Instant>,
+    }
+
+    static TABLE: Mutex<Table> = Mutex::new(Table {
+        slots: Vec::new(),
+        free: Vec::new(),
+        thread: None,
+        look_at: None,
+    });
+
+    fn table() -> MutexGuard<'static, Table> {
+        // The table stays consistent whatever panicked while it was held: every update
+        // is a single assignment or push.
+        TABLE.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A sleep until an instant; see the [module](self).
+    #[derive(Debug)]
+    pub struct Sleep {
+        at: Instant,
+        slot: Option<usize>,
+        /// Used instead when the timer thread could not be started.
+        fallback: Option<async_io::Timer>,
+    }
+
+    /// Sleeps until `at`.
+    pub fn sleep_until(at: Instant) -> Sleep {
+        Sleep {
+            at,
+            slot: None,
+            fallback: None,
+        }
+    }
+
+    /// Runs `fut` for at most `d` (its clock starts now), as [`super::timeout`] does.
+    pub fn timeout<F: Future>(
+        d: Duration,
+        fut: F,
+    ) -> impl Future<Output = Result<F::Output, super::Elapsed>> {
+        super::race(
+            super::map(fut, Ok),
+            super::map(sleep(d), |_| Err(super::Elapsed)),
+        )
+    }
+
+    /// Sleeps for `d` (from now).
+    pub fn sleep(d: Duration) -> Sleep {
+        let now = Instant::now();
+        // Past what `Instant` holds is never: a year is as good.
+        let at = now
+            .checked_add(d)
+            .unwrap_or_else(|| now + Duration::from_secs(365 * 86_400));
+        sleep_until(at)
+    }
+
+    impl Sleep {
+        fn release(&mut self) {
+            if let Some(i) = self.slot.take() {
+                let mut t = table();
+                if let Some(slot) = t.slots.get_mut(i) {
+                    *slot = None;
+                    t.free.push(i);
+                }
+            }
+        }
+    }
+
+    impl Future for Sleep {
+        type Output = ();
+
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            let this = self.get_mut();
+            if let Some(timer) = &mut this.fallback {
+                return Pin::new(timer).poll(cx).map(|_| ());
+            }
+            if Instant::now() >= this.at {
+                this.release();
+                return Poll::Ready(());
+            }
+            let mut t = table();
+            match this.slot {
+                Some(i) => {
+                    if let Some(Some(e)) = t.slots.get_mut(i) {
+                        if !e.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                            e.waker = Some(cx.waker().clone());
+                        }
+                    }
+                    return Poll::Pending;
+                }
+                None => {
+                    let entry = Some(Entry {
+                        at: this.at,
+                        waker: Some(cx.waker().clone()),
+                    });
+                    let i = match t.free.pop() {
+                        Some(i) => {
+                            t.slots[i] = entry;
+                            i
+                        }
+                        None => {
+                            t.slots.push(entry);
+                            t.slots.len() - 1
+                        }
+                    };
+                    this.slot = Some(i);
+                }
+            }
+            if t.look_at.is_some_and(|l| l <= this.at + GRAIN) {
+                // The timer thread looks in time: the common case.
+                return Poll::Pending;
+            }
+            t.look_at = Some(this.at);
+            if let Some(thread) = &t.thread {
+                thread.unpark();
+                return Poll::Pending;
+            }
+            match std::thread::Builder::new()
+                .name("portico-timer".into())
+                .stack_size(64 * 1024)
+                .spawn(run)
+            {
+                Ok(handle) => {
+                    t.thread = Some(handle.thread().clone());
+                    Poll::Pending
+                }
+                Err(e) => {
+                    t.look_at = None;
+                    drop(t);
+                    log::warn!(target: "portico::rt", "cannot start the timer thread ({e}); timeouts use the reactor's timers");
+                    this.release();
+                    let mut timer = async_io::Timer::at(this.at);
+                    let polled = Pin::new(&mut timer).poll(cx).map(|_| ());
+                    this.fallback = Some(timer);
+                    polled
+                }
+            }
+        }
+    }
+
+    impl Drop for Sleep {
+        fn drop(&mut self) {
+            self.release();
+        }
+    }
+
+    /// How many sleeps are in the table (tests).
+    #[cfg(test)]
+    pub(super) fn slots_in_use() -> usize {
+        table().slots.iter().flatten().count()
+    }
+
+    /// The timer thread: wakes the sleeps that are due, then sleeps until the earliest
+    /// deadline left (at least a grain), or until a sooner one wakes it.
+    fn run() {
+        let mut due = Vec::new();
+        loop {
+            let now = Instant::now();
+            let look_at = {
+                let mut t = table();
+                let mut next: Option<Instant> = None;
+                for e in t.slots.iter_mut().flatten() {
+                    if e.at <= now {
+                        due.extend(e.waker.take());
+                    } else if e.waker.is_some() {
+                        next = Some(next.map_or(e.at, |n| n.min(e.at)));
+                    }
+                }
+                let look_at = next.map(|n| n.max(now + GRAIN));
+                t.look_at = look_at;
+                look_at
+            };
+            for w in due.drain(..) {
+                w.wake();
+            }
+            match look_at {
+                // Woken early by a sooner sleep, or spuriously: the loop looks again.
+                Some(at) => std::thread::park_timeout(at.saturating_duration_since(now)),
+                None => std::thread::park(),
+            }
+        }
     }
 }
-
-impl hyper::rt::Sleep for HyperSleep {}
 
 /// A counting semaphore (connection and concurrency limits).
 pub use async_lock::{Semaphore, SemaphoreGuardArc};
@@ -947,6 +1164,82 @@ mod tests {
         ));
         assert_eq!(late, Err(Elapsed));
         assert!(start.elapsed() >= Duration::from_millis(20));
+    }
+
+    #[test]
+    fn coarse_sleeps_end_after_their_deadline_and_within_a_grain_of_it() {
+        // Slack for a loaded machine on top of the grain; the point is "not before, and
+        // not seconds after".
+        let slack = Duration::from_millis(250);
+        for ms in [0u64, 1, 15, 40] {
+            let d = Duration::from_millis(ms);
+            let start = Instant::now();
+            block_on(coarse::sleep(d));
+            let took = start.elapsed();
+            assert!(took >= d, "{ms} ms sleep ended after {took:?}");
+            assert!(
+                took < d + coarse::GRAIN + slack,
+                "{ms} ms sleep took {took:?}"
+            );
+        }
+        assert_eq!(
+            block_on(coarse::timeout(Duration::from_secs(5), heavy(3))),
+            Ok(7)
+        );
+        let start = Instant::now();
+        let late = block_on(coarse::timeout(
+            Duration::from_millis(20),
+            std::future::pending::<u32>(),
+        ));
+        assert_eq!(late, Err(Elapsed));
+        assert!(start.elapsed() >= Duration::from_millis(20));
+    }
+
+    #[test]
+    fn a_coarse_sleep_due_sooner_than_the_others_wakes_the_timer_thread_early() {
+        // A long sleep first (the timer thread plans to look in an hour), then short ones,
+        // each sooner than the last: each must end on time, not when the long one does.
+        block_on(async {
+            let mut long = coarse::sleep(Duration::from_secs(3600));
+            assert!(futures_lite::future::poll_once(&mut long).await.is_none());
+            for ms in [400u64, 200, 50] {
+                let d = Duration::from_millis(ms);
+                let start = Instant::now();
+                // Bounded by a reactor timer, so a thread that oversleeps fails the test
+                // instead of hanging it.
+                let ended = timeout(Duration::from_secs(5), coarse::sleep(d)).await;
+                let took = start.elapsed();
+                assert_eq!(ended, Ok(()), "{ms} ms sleep still waiting after 5 s");
+                assert!(took >= d);
+                assert!(
+                    took < d + Duration::from_millis(500),
+                    "{ms} ms took {took:?}"
+                );
+            }
+            drop(long);
+        });
+    }
+
+    #[test]
+    fn coarse_sleeps_dropped_before_their_deadline_give_their_slot_back() {
+        // 1,000 kept-alive connections each wait for a request head: their sleeps are
+        // polled once and dropped when the request comes. The table must not grow with
+        // every one of them.
+        let slots_now = coarse::slots_in_use;
+        block_on(async {
+            for _ in 0..3 {
+                let mut sleeps: Vec<_> = (0..1000)
+                    .map(|_| coarse::sleep(Duration::from_secs(600)))
+                    .collect();
+                for s in &mut sleeps {
+                    assert!(futures_lite::future::poll_once(s).await.is_none());
+                }
+                assert!(slots_now() >= 1000);
+                drop(sleeps);
+            }
+        });
+        // Other tests' sleeps may be in the table at the same time, never 1,000 of them.
+        assert!(slots_now() < 1000, "{} slots still in use", slots_now());
     }
 
     #[test]

@@ -912,7 +912,7 @@ fn watch<'a, T: 'a>(
     alive: Option<&'a Receiver<()>>,
 ) -> impl Future<Output = Result<T, Stop>> + 'a {
     let limit = async move {
-        rt::sleep_until(deadline).await;
+        rt::coarse::sleep_until(deadline).await;
         Err(Stop::Timeout)
     };
     let gone = async move {

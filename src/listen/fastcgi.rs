@@ -225,7 +225,7 @@ async fn reader(
     // shutdown listener were registered and removed once per request.
     let new_tick = || {
         Box::pin(async move {
-            rt::race(rt::sleep(tick), shutdown.wait()).await;
+            rt::race(rt::coarse::sleep(tick), shutdown.wait()).await;
         })
     };
     let mut ticker = new_tick();

@@ -113,9 +113,9 @@ async fn connection(
         };
         let step = rt::race(async { Some(conn.as_mut().await) }, async {
             if shutting_down {
-                rt::sleep(tick).await;
+                rt::coarse::sleep(tick).await;
             } else {
-                rt::race(rt::sleep(tick), shutdown.wait()).await;
+                rt::race(rt::coarse::sleep(tick), shutdown.wait()).await;
             }
             None
         })

@@ -51,7 +51,7 @@ async fn connection(
         max_headers: settings.max_headers,
     };
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
-    let head = rt::timeout(settings.header_timeout, async {
+    let head = rt::coarse::timeout(settings.header_timeout, async {
         loop {
             match proto::scgi::parse_request(&buf, &limits) {
                 Ok(Status::Complete((req, used))) => {
