@@ -463,6 +463,8 @@ pub mod coarse {
         free: Vec<usize>,
         /// The timer thread, once started.
         thread: Option<Thread>,
+        /// The timer thread could not be started: sleeps use async-io timers.
+        no_thread: bool,
         /// When the timer thread will look at the table next (`None`: when woken).
         look_at: Option<Instant>,
     }
@@ -471,6 +473,7 @@ pub mod coarse {
         slots: Vec::new(),
         free: Vec::new(),
         thread: None,
+        no_thread: false,
         look_at: None,
     });
 
@@ -523,11 +526,22 @@ pub mod coarse {
         fn release(&mut self) {
             if let Some(i) = self.slot.take() {
                 let mut t = table();
-                if let Some(slot) = t.slots.get_mut(i) {
-                    *slot = None;
+                // Taken out, dropped after the lock (a waker's drop may run anything).
+                let entry = t.slots.get_mut(i).and_then(Option::take);
+                if entry.is_some() {
                     t.free.push(i);
                 }
+                drop(t);
+                drop(entry);
             }
+        }
+
+        fn fall_back(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+            self.release();
+            let mut timer = async_io::Timer::at(self.at);
+            let polled = Pin::new(&mut timer).poll(cx).map(|_| ());
+            self.fallback = Some(timer);
+            polled
         }
     }
 
@@ -544,12 +558,30 @@ pub mod coarse {
                 return Poll::Ready(());
             }
             let mut t = table();
+            if t.no_thread {
+                drop(t);
+                return this.fall_back(cx);
+            }
             match this.slot {
                 Some(i) => {
-                    if let Some(Some(e)) = t.slots.get_mut(i) {
-                        if !e.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                            e.waker = Some(cx.waker().clone());
-                        }
+                    let Some(Some(e)) = t.slots.get_mut(i) else {
+                        // Never so (only this sleep frees its slot); ended is safe.
+                        drop(t);
+                        this.slot = None;
+                        return Poll::Ready(());
+                    };
+                    if e.waker.is_none() {
+                        // Woken already: the timer thread's clock had passed `at`
+                        // between our clock check and the lock (a waker stored now
+                        // would never be called).
+                        drop(t);
+                        this.release();
+                        return Poll::Ready(());
+                    }
+                    if !e.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        let old = e.waker.replace(cx.waker().clone());
+                        drop(t);
+                        drop(old);
                     }
                     return Poll::Pending;
                 }
@@ -590,14 +622,12 @@ pub mod coarse {
                     Poll::Pending
                 }
                 Err(e) => {
+                    // Once: every later sleep goes straight to the fallback.
                     t.look_at = None;
+                    t.no_thread = true;
                     drop(t);
-                    log::warn!(target: "portico::rt", "cannot start the timer thread ({e}); timeouts use the reactor's timers");
-                    this.release();
-                    let mut timer = async_io::Timer::at(this.at);
-                    let polled = Pin::new(&mut timer).poll(cx).map(|_| ());
-                    this.fallback = Some(timer);
-                    polled
+                    log::warn!(target: "portico::rt", "cannot start the timer thread ({e}); long timeouts use the reactor's timers");
+                    this.fall_back(cx)
                 }
             }
         }
@@ -609,16 +639,19 @@ pub mod coarse {
         }
     }
 
-    /// How many sleeps are in the table (tests).
+    /// How many sleeps are in the table, and how many slots it has (tests).
     #[cfg(test)]
-    pub(super) fn slots_in_use() -> usize {
-        table().slots.iter().flatten().count()
+    pub(super) fn slots() -> (usize, usize) {
+        let t = table();
+        (t.slots.iter().flatten().count(), t.slots.len())
     }
 
     /// The timer thread: wakes the sleeps that are due, then sleeps until the earliest
-    /// deadline left (at least a grain), or until a sooner one wakes it.
+    /// deadline left (at least a grain), or until a sooner one wakes it. A waker that
+    /// panics is caught (and printed by the panic hook): a dead timer thread would leave
+    /// every later sleep waiting for ever.
     fn run() {
-        let mut due = Vec::new();
+        let mut due: Vec<Waker> = Vec::new();
         loop {
             let now = Instant::now();
             let look_at = {
@@ -636,11 +669,11 @@ pub mod coarse {
                 look_at
             };
             for w in due.drain(..) {
-                w.wake();
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.wake()));
             }
             match look_at {
                 // Woken early by a sooner sleep, or spuriously: the loop looks again.
-                Some(at) => std::thread::park_timeout(at.saturating_duration_since(now)),
+                Some(at) => std::thread::park_timeout(at.saturating_duration_since(Instant::now())),
                 None => std::thread::park(),
             }
         }
@@ -1197,26 +1230,36 @@ mod tests {
 
     #[test]
     fn a_coarse_sleep_due_sooner_than_the_others_wakes_the_timer_thread_early() {
-        // A long sleep first (the timer thread plans to look in an hour), then short ones,
-        // each sooner than the last: each must end on time, not when the long one does.
+        // A long sleep (the timer thread plans to look in an hour), then a 400 ms one
+        // pending, then a 50 ms one: each must end on time, not when a later one does.
+        // Bounded by reactor timers, so a thread that oversleeps fails the test instead
+        // of hanging it.
         block_on(async {
+            let start = Instant::now();
             let mut long = coarse::sleep(Duration::from_secs(3600));
             assert!(futures_lite::future::poll_once(&mut long).await.is_none());
-            for ms in [400u64, 200, 50] {
-                let d = Duration::from_millis(ms);
-                let start = Instant::now();
-                // Bounded by a reactor timer, so a thread that oversleeps fails the test
-                // instead of hanging it.
-                let ended = timeout(Duration::from_secs(5), coarse::sleep(d)).await;
-                let took = start.elapsed();
-                assert_eq!(ended, Ok(()), "{ms} ms sleep still waiting after 5 s");
-                assert!(took >= d);
-                assert!(
-                    took < d + Duration::from_millis(500),
-                    "{ms} ms took {took:?}"
-                );
-            }
-            drop(long);
+            let mut mid = coarse::sleep(Duration::from_millis(400));
+            assert!(futures_lite::future::poll_once(&mut mid).await.is_none());
+            let ended = timeout(
+                Duration::from_secs(5),
+                coarse::sleep(Duration::from_millis(50)),
+            )
+            .await;
+            let took = start.elapsed();
+            assert_eq!(ended, Ok(()), "50 ms sleep still waiting after 5 s");
+            assert!(took >= Duration::from_millis(50));
+            assert!(
+                took < Duration::from_millis(550),
+                "50 ms sleep took {took:?}"
+            );
+            assert_eq!(timeout(Duration::from_secs(5), &mut mid).await, Ok(()));
+            let took = start.elapsed();
+            assert!(took >= Duration::from_millis(400));
+            assert!(
+                took < Duration::from_millis(900),
+                "400 ms sleep took {took:?}"
+            );
+            assert!(futures_lite::future::poll_once(&mut long).await.is_none());
         });
     }
 
@@ -1225,7 +1268,6 @@ mod tests {
         // 1,000 kept-alive connections each wait for a request head: their sleeps are
         // polled once and dropped when the request comes. The table must not grow with
         // every one of them.
-        let slots_now = coarse::slots_in_use;
         block_on(async {
             for _ in 0..3 {
                 let mut sleeps: Vec<_> = (0..1000)
@@ -1234,12 +1276,43 @@ mod tests {
                 for s in &mut sleeps {
                     assert!(futures_lite::future::poll_once(s).await.is_none());
                 }
-                assert!(slots_now() >= 1000);
+                assert!(coarse::slots().0 >= 1000);
                 drop(sleeps);
             }
         });
         // Other tests' sleeps may be in the table at the same time, never 1,000 of them.
-        assert!(slots_now() < 1000, "{} slots still in use", slots_now());
+        let (in_use, len) = coarse::slots();
+        assert!(in_use < 1000, "{in_use} slots still in use");
+        assert!(
+            len < 2000,
+            "the table grew to {len} slots for 3 x 1,000 sleeps"
+        );
+    }
+
+    #[test]
+    fn a_waker_that_panics_does_not_stop_the_timer_thread() {
+        struct Panics;
+        impl std::task::Wake for Panics {
+            fn wake(self: std::sync::Arc<Self>) {
+                panic!("a waker that panics (expected by this test)");
+            }
+        }
+        let waker = std::task::Waker::from(std::sync::Arc::new(Panics));
+        let mut cx = Context::from_waker(&waker);
+        let mut doomed = coarse::sleep(Duration::from_millis(10));
+        assert!(Pin::new(&mut doomed).poll(&mut cx).is_pending());
+        std::thread::sleep(Duration::from_millis(100));
+        // The thread has woken (and caught) it; later sleeps still end, on time (the
+        // reactor timeout would also end it, 5 s late: `timeout` polls it first).
+        let start = Instant::now();
+        let ended = block_on(timeout(
+            Duration::from_secs(5),
+            coarse::sleep(Duration::from_millis(20)),
+        ));
+        let took = start.elapsed();
+        assert_eq!(ended, Ok(()));
+        assert!(took < Duration::from_secs(1), "20 ms sleep took {took:?}");
+        assert!(Pin::new(&mut doomed).poll(&mut cx).is_ready());
     }
 
     #[test]
