@@ -187,8 +187,14 @@ target_cmd() {
     TARGETS+=("$id"); LABEL[$id]=$label; CMD[$id]=$(printf '%q ' "$@")
 }
 
+# cpu_ticks: "TOTAL STEAL" clock ticks of all CPUs since boot (/proc/stat). Steal is time
+# the hypervisor gave to other guests while this one had work: on a shared VM it is the
+# noise behind a slow round, so each round prints its share.
+cpu_ticks() { awk '/^cpu / { t = 0; for (i = 2; i <= 9; i++) t += $i; print t, $9 }' /proc/stat; }
+STEALS=()
+
 run_targets() {
-    local id r out res pick rps p99 errs
+    local id r out res pick rps p99 errs t0 s0 t1 s1 steal
     if [ -n "$WARMUP" ] && [ "$WARMUP" != 0 ]; then
         for id in "${TARGETS[@]}"; do
             [ -n "${URL[$id]:-}" ] || continue
@@ -197,6 +203,7 @@ run_targets() {
     fi
     for r in $(seq "$ROUNDS"); do
         for id in "${TARGETS[@]}"; do
+            read -r t0 s0 < <(cpu_ticks)
             if [ -n "${URL[$id]:-}" ]; then
                 out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "${URL[$id]}" 2>&1) || {
                     echo "wrk failed for ${URL[$id]}:" >&2
@@ -208,10 +215,13 @@ run_targets() {
             else
                 res=$(eval "${CMD[$id]}")
             fi
+            read -r t1 s1 < <(cpu_ticks)
+            steal=$(awk -v t=$((t1 - t0)) -v s=$((s1 - s0)) 'BEGIN { printf "%.0f", (t > 0) ? 100 * s / t : 0 }')
+            STEALS+=("$steal")
             RESULTS[$id]+="$res"$'\n'
             read -r rps p99 errs <<<"$res"
-            printf '  round %s  %-44s %10.0f /s   p99 %8.2f ms   errors %s\n' \
-                "$r" "${LABEL[$id]}" "$rps" "$p99" "$errs" >&2
+            printf '  round %s  %-44s %10.0f /s   p99 %8.2f ms   errors %s   steal %s%%\n' \
+                "$r" "${LABEL[$id]}" "$rps" "$p99" "$errs" "$steal" >&2
         done
     done
     for id in "${TARGETS[@]}"; do
@@ -266,6 +276,10 @@ header() {
 
 environment() {
     echo "machine: $(nproc) cores; load: $(uptime | sed 's/.*load average/load average/')"
+    if ((${#STEALS[@]} > 0)); then
+        echo "steal (CPU the hypervisor gave to other guests) over the measured runs: $(printf '%s\n' "${STEALS[@]}" |
+            sort -n | awk '{ v[NR] = $1 } END { printf "median %s%%, max %s%%", v[int((NR + 1) / 2)], v[NR] }')"
+    fi
     echo "wrk: -t$THREADS -c$CONNS -d$DURATION --latency (keep-alive), warm-up $WARMUP, rounds $ROUNDS (interleaved; median by req/s)"
     echo "portico: $PORTICO ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?'))"
 }
