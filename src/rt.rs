@@ -536,6 +536,46 @@ pub mod coarse {
             }
         }
 
+        /// A sleep already in the table (slot `i`) polled again: usually by the same
+        /// task, so nothing changes.
+        fn poll_again(&mut self, i: usize, cx: &mut Context<'_>) -> Poll<()> {
+            enum State {
+                Same,
+                Other,
+                /// Woken already: the timer thread's clock had passed `at` between our
+                /// clock check and the lock (a waker stored now would never be called).
+                Fired,
+            }
+            let state = |t: &Table| match t.slots.get(i) {
+                Some(Some(e)) => match &e.waker {
+                    None => State::Fired,
+                    Some(w) if w.will_wake(cx.waker()) => State::Same,
+                    Some(_) => State::Other,
+                },
+                // Never so (only this sleep frees its slot); ended is the safe answer.
+                _ => State::Fired,
+            };
+            if let State::Same = state(&table()) {
+                return Poll::Pending;
+            }
+            // Another task's waker: cloned outside the lock, then stored if the entry
+            // still waits.
+            let waker = cx.waker().clone();
+            let mut t = table();
+            let old = match (state(&t), t.slots.get_mut(i)) {
+                (State::Fired, _) | (_, None | Some(None)) => {
+                    drop(t);
+                    drop(waker);
+                    self.release();
+                    return Poll::Ready(());
+                }
+                (_, Some(Some(e))) => e.waker.replace(waker),
+            };
+            drop(t);
+            drop(old);
+            Poll::Pending
+        }
+
         fn fall_back(&mut self, cx: &mut Context<'_>) -> Poll<()> {
             self.release();
             let mut timer = async_io::Timer::at(self.at);
@@ -557,52 +597,32 @@ pub mod coarse {
                 this.release();
                 return Poll::Ready(());
             }
+            if let Some(i) = this.slot {
+                return this.poll_again(i, cx);
+            }
+            // Cloned before the lock: a waker's clone runs its own code.
+            let waker = cx.waker().clone();
             let mut t = table();
             if t.no_thread {
                 drop(t);
+                drop(waker);
                 return this.fall_back(cx);
             }
-            match this.slot {
+            let entry = Some(Entry {
+                at: this.at,
+                waker: Some(waker),
+            });
+            let i = match t.free.pop() {
                 Some(i) => {
-                    let Some(Some(e)) = t.slots.get_mut(i) else {
-                        // Never so (only this sleep frees its slot); ended is safe.
-                        drop(t);
-                        this.slot = None;
-                        return Poll::Ready(());
-                    };
-                    if e.waker.is_none() {
-                        // Woken already: the timer thread's clock had passed `at`
-                        // between our clock check and the lock (a waker stored now
-                        // would never be called).
-                        drop(t);
-                        this.release();
-                        return Poll::Ready(());
-                    }
-                    if !e.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                        let old = e.waker.replace(cx.waker().clone());
-                        drop(t);
-                        drop(old);
-                    }
-                    return Poll::Pending;
+                    t.slots[i] = entry;
+                    i
                 }
                 None => {
-                    let entry = Some(Entry {
-                        at: this.at,
-                        waker: Some(cx.waker().clone()),
-                    });
-                    let i = match t.free.pop() {
-                        Some(i) => {
-                            t.slots[i] = entry;
-                            i
-                        }
-                        None => {
-                            t.slots.push(entry);
-                            t.slots.len() - 1
-                        }
-                    };
-                    this.slot = Some(i);
+                    t.slots.push(entry);
+                    t.slots.len() - 1
                 }
-            }
+            };
+            this.slot = Some(i);
             if t.look_at.is_some_and(|l| l <= this.at + GRAIN) {
                 // The timer thread looks in time: the common case.
                 return Poll::Pending;
@@ -669,7 +689,12 @@ pub mod coarse {
                 look_at
             };
             for w in due.drain(..) {
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.wake()));
+                if let Err(payload) =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.wake()))
+                {
+                    // Not dropped: a payload whose drop panics would end the thread.
+                    std::mem::forget(payload);
+                }
             }
             match look_at {
                 // Woken early by a sooner sleep, or spuriously: the loop looks again.
@@ -1227,7 +1252,7 @@ mod tests {
 
     #[test]
     fn a_coarse_sleep_due_sooner_than_the_others_wakes_the_timer_thread_early() {
-        // A long sleep (the timer thread plans to look in an hour), then a 400 ms one
+        // A long sleep (the timer thread plans to look in an hour), then a 2 s one
         // pending, then a 50 ms one: each must end on time, not when a later one does.
         // Bounded by reactor timers, so a thread that oversleeps fails the test instead
         // of hanging it.
@@ -1235,8 +1260,12 @@ mod tests {
             let start = Instant::now();
             let mut long = coarse::sleep(Duration::from_secs(3600));
             assert!(futures_lite::future::poll_once(&mut long).await.is_none());
-            let mut mid = coarse::sleep(Duration::from_millis(400));
+            // Time for the thread to plan on what it has seen and park, so that the
+            // next sleeps must wake it (the thread may be new, and scan only later).
+            std::thread::sleep(Duration::from_millis(50));
+            let mut mid = coarse::sleep(Duration::from_secs(2));
             assert!(futures_lite::future::poll_once(&mut mid).await.is_none());
+            std::thread::sleep(Duration::from_millis(50));
             let ended = timeout(
                 Duration::from_secs(5),
                 coarse::sleep(Duration::from_millis(50)),
@@ -1244,17 +1273,15 @@ mod tests {
             .await;
             let took = start.elapsed();
             assert_eq!(ended, Ok(()), "50 ms sleep still waiting after 5 s");
-            assert!(took >= Duration::from_millis(50));
-            assert!(
-                took < Duration::from_millis(550),
-                "50 ms sleep took {took:?}"
-            );
+            assert!(took >= Duration::from_millis(150));
+            // Ending with `mid` instead would take 2 s.
+            assert!(took < Duration::from_secs(1), "50 ms sleep took {took:?}");
             assert_eq!(timeout(Duration::from_secs(5), &mut mid).await, Ok(()));
             let took = start.elapsed();
-            assert!(took >= Duration::from_millis(400));
+            assert!(took >= Duration::from_secs(2));
             assert!(
-                took < Duration::from_millis(900),
-                "400 ms sleep took {took:?}"
+                took < Duration::from_millis(2500),
+                "2 s sleep took {took:?}"
             );
             assert!(futures_lite::future::poll_once(&mut long).await.is_none());
         });
@@ -1296,9 +1323,9 @@ mod tests {
         }
         let waker = std::task::Waker::from(std::sync::Arc::new(Panics));
         let mut cx = Context::from_waker(&waker);
-        let mut doomed = coarse::sleep(Duration::from_millis(10));
+        let mut doomed = coarse::sleep(Duration::from_millis(100));
         assert!(Pin::new(&mut doomed).poll(&mut cx).is_pending());
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(400));
         // The thread has woken (and caught) it; later sleeps still end, on time (the
         // reactor timeout would also end it, 5 s late: `timeout` polls it first).
         let start = Instant::now();
