@@ -24,10 +24,10 @@ fi
 PID=$1
 URL=$2
 SECONDS_RUN=${3:-5}
-command -v wrk >/dev/null || { echo "missing tool: wrk" >&2; exit 2; }
+source "$(dirname "$0")/lib.sh"
+need wrk
 [ -r "/proc/$PID/stat" ] || { echo "no process $PID" >&2; exit 2; }
 
-machine() { awk '/^cpu /{print $2+$3+$4+$7+$8, $5+$6, $9}' /proc/stat; }
 # Fields after the command name (which may hold spaces): utime is the 12th, then stime,
 # cutime, cstime.
 process() { sed 's/.*) //' "/proc/$PID/stat" | awk '{print $12+$13, $14+$15}'; }
@@ -35,13 +35,13 @@ ticks_of() { # "0m1.230s" -> ticks (1/100 s)
     awk -v t="$1" 'BEGIN { split(t, a, "m"); sub("s", "", a[2]); printf "%d", (a[1] * 60 + a[2]) * 100 }'
 }
 
-read -r busy0 idle0 steal0 < <(machine)
+read -r busy0 idle0 steal0 < <(cpu_ticks)
 read -r self0 kids0 < <(process)
 out=$(
     wrk -t2 -c16 -d"${SECONDS_RUN}s" "$URL"
     times
 )
-read -r busy1 idle1 steal1 < <(machine)
+read -r busy1 idle1 steal1 < <(cpu_ticks)
 read -r self1 kids1 < <(process)
 
 requests=$(awk '/requests in/ {print $1}' <<<"$out")

@@ -187,14 +187,15 @@ target_cmd() {
     TARGETS+=("$id"); LABEL[$id]=$label; CMD[$id]=$(printf '%q ' "$@")
 }
 
-# cpu_ticks: "TOTAL STEAL" clock ticks of all CPUs since boot (/proc/stat). Steal is time
-# the hypervisor gave to other guests while this one had work: on a shared VM it is the
-# noise behind a slow round, so each round prints its share.
-cpu_ticks() { awk '/^cpu / { t = 0; for (i = 2; i <= 9; i++) t += $i; print t, $9 }' /proc/stat; }
+# cpu_ticks: "BUSY IDLE STEAL" clock ticks of all CPUs since boot (/proc/stat): busy is
+# user, nice, system, irq and softirq; idle counts iowait. Steal is time the hypervisor
+# gave to other guests while this one had work: on a shared VM it is the noise behind a
+# slow round, so each round prints its share (and benches/cpu.sh its per-request split).
+cpu_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8, $5 + $6, $9 }' /proc/stat; }
 STEALS=()
 
 run_targets() {
-    local id r out res pick rps p99 errs t0 s0 t1 s1 steal
+    local id r out res pick rps p99 errs b0 i0 s0 b1 i1 s1 steal
     if [ -n "$WARMUP" ] && [ "$WARMUP" != 0 ]; then
         for id in "${TARGETS[@]}"; do
             [ -n "${URL[$id]:-}" ] || continue
@@ -203,7 +204,7 @@ run_targets() {
     fi
     for r in $(seq "$ROUNDS"); do
         for id in "${TARGETS[@]}"; do
-            read -r t0 s0 < <(cpu_ticks)
+            read -r b0 i0 s0 < <(cpu_ticks)
             if [ -n "${URL[$id]:-}" ]; then
                 out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "${URL[$id]}" 2>&1) || {
                     echo "wrk failed for ${URL[$id]}:" >&2
@@ -215,8 +216,9 @@ run_targets() {
             else
                 res=$(eval "${CMD[$id]}")
             fi
-            read -r t1 s1 < <(cpu_ticks)
-            steal=$(awk -v t=$((t1 - t0)) -v s=$((s1 - s0)) 'BEGIN { printf "%.0f", (t > 0) ? 100 * s / t : 0 }')
+            read -r b1 i1 s1 < <(cpu_ticks)
+            steal=$(awk -v t=$((b1 - b0 + i1 - i0 + s1 - s0)) -v s=$((s1 - s0)) \
+                'BEGIN { printf "%.0f", (t > 0) ? 100 * s / t : 0 }')
             STEALS+=("$steal")
             RESULTS[$id]+="$res"$'\n'
             read -r rps p99 errs <<<"$res"

@@ -253,10 +253,15 @@ pub struct Elapsed;
 
 /// Runs `fut` for at most `d` (its clock starts now).
 pub fn timeout<F: Future>(d: Duration, fut: F) -> impl Future<Output = Result<F::Output, Elapsed>> {
-    race(
-        map(fut, Ok),
-        map(async_io::Timer::after(d), |_| Err(Elapsed)),
-    )
+    limited(fut, async_io::Timer::after(d))
+}
+
+/// `fut` unless `timer` ends first ([`timeout`] and [`coarse::timeout`]).
+fn limited<F: Future, S: Future>(
+    fut: F,
+    timer: S,
+) -> impl Future<Output = Result<F::Output, Elapsed>> {
+    race(map(fut, Ok), map(timer, |_| Err(Elapsed)))
 }
 
 /// Runs two futures at once on the current task until both have finished.
@@ -506,10 +511,7 @@ pub mod coarse {
         d: Duration,
         fut: F,
     ) -> impl Future<Output = Result<F::Output, super::Elapsed>> {
-        super::race(
-            super::map(fut, Ok),
-            super::map(sleep(d), |_| Err(super::Elapsed)),
-        )
+        super::limited(fut, sleep(d))
     }
 
     /// Sleeps for `d` (from now).
@@ -537,39 +539,37 @@ pub mod coarse {
         }
 
         /// A sleep already in the table (slot `i`) polled again: usually by the same
-        /// task, so nothing changes.
+        /// task, so nothing changes. An entry without a waker was woken already: the
+        /// timer thread's clock had passed `at` between our clock check and the lock (a
+        /// waker stored now would never be called), so the sleep has ended.
         fn poll_again(&mut self, i: usize, cx: &mut Context<'_>) -> Poll<()> {
-            enum State {
-                Same,
-                Other,
-                /// Woken already: the timer thread's clock had passed `at` between our
-                /// clock check and the lock (a waker stored now would never be called).
-                Fired,
-            }
-            let state = |t: &Table| match t.slots.get(i) {
-                Some(Some(e)) => match &e.waker {
-                    None => State::Fired,
-                    Some(w) if w.will_wake(cx.waker()) => State::Same,
-                    Some(_) => State::Other,
-                },
-                // Never so (only this sleep frees its slot); ended is the safe answer.
-                _ => State::Fired,
+            let t = table();
+            let same = match t.slots.get(i) {
+                Some(Some(Entry { waker: Some(w), .. })) => w.will_wake(cx.waker()),
+                _ => {
+                    drop(t);
+                    self.release();
+                    return Poll::Ready(());
+                }
             };
-            if let State::Same = state(&table()) {
+            drop(t);
+            if same {
                 return Poll::Pending;
             }
-            // Another task's waker: cloned outside the lock, then stored if the entry
-            // still waits.
+            // Another task's waker: cloned outside the lock (a clone runs the waker's
+            // code), then stored if the entry still waits.
             let waker = cx.waker().clone();
             let mut t = table();
-            let old = match (state(&t), t.slots.get_mut(i)) {
-                (State::Fired, _) | (_, None | Some(None)) => {
+            let old = match t.slots.get_mut(i) {
+                Some(Some(Entry {
+                    waker: w @ Some(_), ..
+                })) => w.replace(waker),
+                _ => {
                     drop(t);
                     drop(waker);
                     self.release();
                     return Poll::Ready(());
                 }
-                (_, Some(Some(e))) => e.waker.replace(waker),
             };
             drop(t);
             drop(old);
@@ -766,6 +766,33 @@ impl Drain {
 /// Sleeps until `deadline` (returns at once when it has passed).
 pub async fn sleep_until(deadline: Instant) {
     async_io::Timer::at(deadline).await;
+}
+
+/// Reads at most `max` bytes from `r` onto the end of `buf`, straight into it (a buffer
+/// of its own would sit in the caller's future); returns how many. `buf` keeps only
+/// what was read: nothing on an error, and nothing extra if this future is dropped
+/// before the read ends (it can lose a race to a timer).
+pub async fn read_appending<R: AsyncRead + Unpin + ?Sized>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<usize> {
+    /// Cuts `buf` back to `len` when dropped: on every way out.
+    struct Grown<'a> {
+        buf: &'a mut Vec<u8>,
+        len: usize,
+    }
+    impl Drop for Grown<'_> {
+        fn drop(&mut self) {
+            self.buf.truncate(self.len);
+        }
+    }
+    let old = buf.len();
+    buf.resize(old + max, 0);
+    let mut grown = Grown { buf, len: old };
+    let n = r.read(grown.buf.get_mut(old..).unwrap_or_default()).await?;
+    grown.len = old + n;
+    Ok(n)
 }
 
 /// Files whose reads and writes run on the runtime's blocking pool (spooled request
@@ -1337,6 +1364,48 @@ mod tests {
         assert_eq!(ended, Ok(()));
         assert!(took < Duration::from_secs(1), "20 ms sleep took {took:?}");
         assert!(Pin::new(&mut doomed).poll(&mut cx).is_ready());
+    }
+
+    #[test]
+    fn read_appending_keeps_only_what_was_read() {
+        let mut buf = b"ab".to_vec();
+        let mut src = futures_lite::io::Cursor::new(b"cdef".to_vec());
+        assert_eq!(
+            block_on(read_appending(&mut src, &mut buf, 3)).ok(),
+            Some(3)
+        );
+        assert_eq!(buf, b"abcde"[..]);
+        assert_eq!(
+            block_on(read_appending(&mut src, &mut buf, 8)).ok(),
+            Some(1)
+        );
+        assert_eq!(buf, b"abcdef"[..]);
+        assert_eq!(
+            block_on(read_appending(&mut src, &mut buf, 8)).ok(),
+            Some(0)
+        );
+        assert_eq!(buf, b"abcdef"[..]);
+        // Dropped before its read ends (it lost a race): nothing added.
+        let mut never = Never;
+        let lost = block_on(race(
+            map(read_appending(&mut never, &mut buf, 8), Some),
+            map(sleep(Duration::from_millis(10)), |()| None),
+        ));
+        assert!(lost.is_none());
+        assert_eq!(buf, b"abcdef"[..]);
+    }
+
+    /// A reader that never has data.
+    struct Never;
+
+    impl AsyncRead for Never {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            _buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Pending
+        }
     }
 
     #[test]

@@ -932,17 +932,11 @@ fn watch<'a, T: 'a>(
 async fn read_head(stdout: &mut ChildStdout, opts: &HeadOptions) -> Result<(Head, Bytes), Stop> {
     let mut buf: Vec<u8> = Vec::with_capacity(HEAD_READ);
     loop {
-        let old = buf.len();
-        buf.resize(old + HEAD_READ, 0);
-        let n = match stdout.read(buf.get_mut(old..).unwrap_or_default()).await {
+        let n = match rt::read_appending(stdout, &mut buf, HEAD_READ).await {
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                buf.truncate(old);
-                continue;
-            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(Stop::Failed(format!("reading its output: {e}"))),
         };
-        buf.truncate(old + n);
         if n == 0 {
             return Err(Stop::Failed(if buf.is_empty() {
                 // CGI-6.1-1, CGI-AMB-10: a script always produces a non-empty response.
@@ -991,20 +985,17 @@ async fn read_ready(
     if wait.is_zero() {
         return Ready::Partial(Bytes::from(body));
     }
-    let until = deadline.min(Instant::now() + wait);
+    // One timer for the whole wait; the loop ends as soon as it has fired.
+    let mut limit = std::pin::pin!(rt::sleep_until(deadline.min(Instant::now() + wait)));
     while body.len() < OUTPUT_CHUNK {
         // Never past one chunk: what was read goes on as the first chunk if the script
-        // is not done, and a chunk is at most OUTPUT_CHUNK. Read straight into `body`
-        // (a buffer here would sit in this future, and so in every caller's).
-        let old = body.len();
-        body.resize(old + (OUTPUT_CHUNK - old).min(READ_STEP), 0);
-        let window = body.get_mut(old..).unwrap_or_default();
-        let read = rt::race(async { Some(stdout.read(window).await) }, async {
-            rt::sleep_until(until).await;
-            None
-        });
-        let got = read.await;
-        body.truncate(old + if let Some(Ok(n)) = &got { *n } else { 0 });
+        // is not done, and a chunk is at most OUTPUT_CHUNK.
+        let step = (OUTPUT_CHUNK - body.len()).min(READ_STEP);
+        let got = rt::race(
+            rt::map(rt::read_appending(stdout, &mut body, step), Some),
+            rt::map(limit.as_mut(), |()| None),
+        )
+        .await;
         match got {
             Some(Ok(0)) => return Ready::Whole(Bytes::from(body)),
             Some(Ok(_)) => {}

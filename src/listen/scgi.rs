@@ -17,7 +17,7 @@ use super::{Conn, Listener, cgi_head};
 use crate::config::Scgi;
 use crate::dispatch::{Dispatcher, error_page};
 use crate::model::{Body, Endpoint, Response};
-use crate::rt::{self, AsyncRead, AsyncReadExt, AsyncWriteExt};
+use crate::rt::{self, AsyncRead, AsyncWriteExt};
 
 /// Accepts SCGI connections until `shutdown`.
 pub async fn serve(
@@ -65,11 +65,7 @@ async fn connection(
                 Ok(Status::Partial) => {}
                 Err(e) => return Ok(Err(e)),
             }
-            // Straight into `buf`: a buffer here would sit in this future.
-            let old = buf.len();
-            buf.resize(old + 8192, 0);
-            let n = conn.read(buf.get_mut(old..).unwrap_or_default()).await?;
-            buf.truncate(old + n);
+            let n = rt::read_appending(&mut conn, &mut buf, 8192).await?;
             if n == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
