@@ -148,7 +148,9 @@ fn spawn_orphan_reaper(shutdown: rt::Shutdown) {
         loop {
             let stop = rt::race(
                 async {
-                    rt::sleep(std::time::Duration::from_secs(1)).await;
+                    // Coarse: an async-io timer always pending here would have the
+                    // reactor sort its timer map on every wake-up.
+                    rt::coarse::sleep(std::time::Duration::from_secs(1)).await;
                     false
                 },
                 async {

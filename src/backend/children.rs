@@ -441,7 +441,8 @@ impl ChildPool {
             if self.idle_count() > keep {
                 self.trim_idle(keep);
             }
-            rt::sleep(Duration::from_millis(250)).await;
+            // Coarse (as the orphan reaper's): this sleep is always pending.
+            rt::coarse::sleep(Duration::from_millis(250)).await;
         }
     }
 

@@ -216,7 +216,8 @@ async fn reader(
     // Small while the connection is idle or trickling (1,000 kept connections must stay
     // cheap); grown once a read fills it, for bodies arriving in bulk.
     let mut buf = vec![0u8; 4 * 1024];
-    let mut last_read = std::time::Instant::now();
+    // On the coarse clock: set on every read.
+    let mut last_read = rt::coarse_millis();
     let tick = ctx
         .settings
         .idle_timeout
@@ -251,7 +252,10 @@ async fn reader(
                     .map(|s| s.machine.active_requests() == 0)
                     .unwrap_or(true);
                 if idle
-                    && (shutdown.is_triggered() || last_read.elapsed() >= ctx.settings.idle_timeout)
+                    && (shutdown.is_triggered()
+                        || std::time::Duration::from_millis(
+                            rt::coarse_millis().saturating_sub(last_read),
+                        ) >= ctx.settings.idle_timeout)
                 {
                     return Ok(());
                 }
@@ -262,7 +266,7 @@ async fn reader(
                 continue;
             }
         };
-        last_read = std::time::Instant::now();
+        last_read = rt::coarse_millis();
         if n == 0 {
             // The web server closed: abort whatever is still running (FCGI-5.4-5).
             return Ok(());

@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::Body as _;
@@ -284,9 +284,10 @@ impl futures_lite::Stream for Limited {
     }
 }
 
-/// Last activity on a connection and its requests in flight (the idle timeout).
+/// Last activity on a connection and its requests in flight (the idle timeout), on the
+/// coarse clock ([`rt::coarse_millis`]): touched on every read and every answer, so a
+/// fine clock read here was two per request.
 struct Activity {
-    epoch: Instant,
     last_ms: AtomicU64,
     in_flight: AtomicU64,
 }
@@ -294,24 +295,23 @@ struct Activity {
 impl Activity {
     fn new() -> Activity {
         Activity {
-            epoch: Instant::now(),
-            last_ms: AtomicU64::new(0),
+            last_ms: AtomicU64::new(rt::coarse_millis()),
             in_flight: AtomicU64::new(0),
         }
     }
 
     fn touch(&self) {
-        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Relaxed);
+        self.last_ms.store(rt::coarse_millis(), Relaxed);
     }
 
-    /// How long nothing has moved; zero while a request is in flight.
+    /// How long nothing has moved (to the coarse clock's step); zero while a request is
+    /// in flight.
     fn idle_for(&self) -> Duration {
         if self.in_flight.load(Relaxed) > 0 {
             return Duration::ZERO;
         }
-        let now = self.epoch.elapsed();
-        now.saturating_sub(Duration::from_millis(self.last_ms.load(Relaxed)))
+        let now = rt::coarse_millis();
+        Duration::from_millis(now.saturating_sub(self.last_ms.load(Relaxed)))
     }
 }
 
