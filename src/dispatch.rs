@@ -344,7 +344,7 @@ impl LogLine {
             host: if req.peer.addr.is_empty() {
                 "-".into()
             } else {
-                req.peer.addr.clone()
+                req.peer.addr.to_string()
             },
             user: req
                 .param(b"REMOTE_USER")

@@ -72,7 +72,7 @@ pub fn variables(
         path_translated: script.path_translated,
         server_name,
         server_port: req.local.port.unwrap_or(if req.tls { 443 } else { 80 }),
-        server_addr: Some(req.local.addr.as_str()).filter(|a| !a.is_empty()),
+        server_addr: Some(&*req.local.addr).filter(|a| !a.is_empty()),
         server_protocol: protocol,
         server_software: &server.software,
         remote_addr: &req.peer.addr,

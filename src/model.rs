@@ -19,8 +19,9 @@ use http::{HeaderMap, Method, StatusCode, Version};
 /// `SERVER_ADDR`/`SERVER_PORT`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Endpoint {
-    /// The IP address as text; for Unix sockets, the socket path or empty.
-    pub addr: String,
+    /// The IP address as text; for Unix sockets, the socket path or empty. Shared: every
+    /// request of a connection carries its two endpoints.
+    pub addr: std::sync::Arc<str>,
     /// The port, if the transport has one.
     pub port: Option<u16>,
 }

@@ -148,19 +148,28 @@ impl Handler for Echo {
                 .await
                 .transpose()
                 .map_err(|e| BackendError::BadRequest(e.to_string()))?;
-            let mut pending = [Some(head), first_chunk];
-            let mut next = 0;
-            let stream = futures_lite::stream::poll_fn(move |cx| {
-                while next < pending.len() {
-                    let item = pending[next].take();
-                    next += 1;
-                    if let Some(b) = item {
-                        return std::task::Poll::Ready(Some(Ok(b)));
-                    }
+            let out = match first_chunk {
+                // No request body (the common GET): one buffer, no stream to box and poll.
+                None => Body::full(head),
+                Some(first) => {
+                    let mut pending = [Some(head), Some(first)];
+                    let mut next = 0;
+                    Body::from_stream(
+                        len,
+                        futures_lite::stream::poll_fn(move |cx| {
+                            while next < pending.len() {
+                                let item = pending[next].take();
+                                next += 1;
+                                if let Some(b) = item {
+                                    return std::task::Poll::Ready(Some(Ok(b)));
+                                }
+                            }
+                            body.poll_chunk(cx)
+                        }),
+                    )
                 }
-                body.poll_chunk(cx)
-            });
-            let mut resp = Response::new(StatusCode::OK, Body::from_stream(len, stream));
+            };
+            let mut resp = Response::new(StatusCode::OK, out);
             resp.headers.insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; charset=utf-8"),

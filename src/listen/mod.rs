@@ -97,11 +97,11 @@ impl Listener {
                 Ok((
                     Conn::Tcp(s),
                     Endpoint {
-                        addr: local.ip().to_string(),
+                        addr: local.ip().to_string().into(),
                         port: Some(local.port()),
                     },
                     Endpoint {
-                        addr: peer.ip().to_string(),
+                        addr: peer.ip().to_string().into(),
                         port: Some(peer.port()),
                     },
                 ))
@@ -111,7 +111,7 @@ impl Listener {
                 Ok((
                     Conn::Unix(s),
                     Endpoint {
-                        addr: p.display().to_string(),
+                        addr: p.display().to_string().into(),
                         port: None,
                     },
                     // A Unix peer has no address; CGI-4.1.8 still wants one.

@@ -116,11 +116,11 @@ pub fn request_from_params(
     }
     let port = |b: Option<&Bytes>| text(b).and_then(|p| p.parse::<u16>().ok());
     let local = Endpoint {
-        addr: text(find("SERVER_ADDR")).map_or(socket_local.addr, str::to_owned),
+        addr: text(find("SERVER_ADDR")).map_or(socket_local.addr, Into::into),
         port: port(find("SERVER_PORT")).or(socket_local.port),
     };
     let peer = Endpoint {
-        addr: text(find("REMOTE_ADDR")).map_or(socket_peer.addr, str::to_owned),
+        addr: text(find("REMOTE_ADDR")).map_or(socket_peer.addr, Into::into),
         port: port(find("REMOTE_PORT")).or(socket_peer.port),
     };
     let tls = find("HTTPS").is_some_and(|v| v.eq_ignore_ascii_case(b"on") || v.as_ref() == b"1")
