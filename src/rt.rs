@@ -1028,15 +1028,35 @@ pub mod net {
     use std::sync::Arc;
     use std::task::{Context, Poll, ready};
 
+    use std::io::Write as _;
+
     use async_io::Async;
     use futures_lite::io::{AsyncRead, AsyncWrite};
 
     /// A connected stream socket; clones share the socket (one reads while another
-    /// writes), each with its own read state.
+    /// writes), each with its own read state. An accepted connection waits on the
+    /// edge-triggered poller ([`edge`]) when it could be set up; any other on async-io.
     pub struct Stream<T> {
-        io: Arc<Async<T>>,
+        io: Io<T>,
         /// The last read came back short: wait for readiness before the next.
         drained: bool,
+        /// Edge: the reading and writing states ([`edge::Side`]).
+        read: edge::Side,
+        write: edge::Side,
+    }
+
+    enum Io<T> {
+        Async(Arc<Async<T>>),
+        Edge(Arc<edge::Socket<T>>),
+    }
+
+    impl<T> Clone for Io<T> {
+        fn clone(&self) -> Self {
+            match self {
+                Io::Async(a) => Io::Async(a.clone()),
+                Io::Edge(e) => Io::Edge(e.clone()),
+            }
+        }
     }
 
     /// A TCP connection.
@@ -1049,6 +1069,8 @@ pub mod net {
             Stream {
                 io: self.io.clone(),
                 drained: false,
+                read: edge::Side::default(),
+                write: edge::Side::default(),
             }
         }
     }
@@ -1056,14 +1078,40 @@ pub mod net {
     impl<T: std::os::fd::AsFd> Stream<T> {
         fn new(io: Async<T>) -> Self {
             Stream {
-                io: Arc::new(io),
+                io: Io::Async(Arc::new(io)),
                 drained: false,
+                read: edge::Side::default(),
+                write: edge::Side::default(),
             }
+        }
+
+        /// An accepted connection (blocking as accepted): on the edge-triggered poller,
+        /// or on async-io if that could not be set up.
+        fn accepted(
+            sock: T,
+            set_nonblocking: impl FnOnce(&T) -> io::Result<()>,
+        ) -> io::Result<Self> {
+            set_nonblocking(&sock)?;
+            let sock = match edge::Socket::new(sock) {
+                Ok(e) => {
+                    return Ok(Stream {
+                        io: Io::Edge(Arc::new(e)),
+                        drained: false,
+                        read: edge::Side::default(),
+                        write: edge::Side::default(),
+                    });
+                }
+                Err(sock) => sock,
+            };
+            Ok(Stream::new(Async::new_nonblocking(sock)?))
         }
 
         /// The socket itself, for its blocking-free methods (addresses, options).
         pub fn get_ref(&self) -> &T {
-            self.io.get_ref()
+            match &self.io {
+                Io::Async(a) => a.get_ref(),
+                Io::Edge(e) => e.get_ref(),
+            }
         }
     }
 
@@ -1121,7 +1169,7 @@ pub mod net {
         }
     }
 
-    impl<T> AsyncRead for Stream<T>
+    impl<T: std::os::fd::AsFd> AsyncRead for Stream<T>
     where
         for<'a> &'a T: io::Read,
     {
@@ -1133,42 +1181,60 @@ pub mod net {
             if buf.is_empty() {
                 return Poll::Ready(Ok(0));
             }
-            if self.drained {
-                ready!(self.io.poll_readable(cx))?;
-                self.drained = false;
+            let this = &mut *self;
+            let io = match &this.io {
+                Io::Edge(e) => return e.poll_read(&mut this.read, cx, buf),
+                Io::Async(a) => a,
+            };
+            if this.drained {
+                ready!(io.poll_readable(cx))?;
+                this.drained = false;
             }
-            let n = ready!(Pin::new(&mut &*self.io).poll_read(cx, buf))?;
-            self.drained = n > 0 && n < buf.len();
+            let n = ready!(Pin::new(&mut &**io).poll_read(cx, buf))?;
+            this.drained = n > 0 && n < buf.len();
             Poll::Ready(Ok(n))
         }
     }
 
-    impl<T> AsyncWrite for Stream<T>
+    impl<T: std::os::fd::AsFd> AsyncWrite for Stream<T>
     where
         for<'a> &'a T: io::Write,
     {
         fn poll_write(
-            self: Pin<&mut Self>,
+            mut self: Pin<&mut Self>,
             cx: &mut Context<'_>,
             buf: &[u8],
         ) -> Poll<io::Result<usize>> {
-            Pin::new(&mut &*self.io).poll_write(cx, buf)
+            let this = &mut *self;
+            match &this.io {
+                Io::Async(a) => Pin::new(&mut &**a).poll_write(cx, buf),
+                Io::Edge(e) => e.poll_write(&mut this.write, cx, |mut s| s.write(buf)),
+            }
         }
 
         fn poll_write_vectored(
-            self: Pin<&mut Self>,
+            mut self: Pin<&mut Self>,
             cx: &mut Context<'_>,
             bufs: &[io::IoSlice<'_>],
         ) -> Poll<io::Result<usize>> {
-            Pin::new(&mut &*self.io).poll_write_vectored(cx, bufs)
+            let this = &mut *self;
+            match &this.io {
+                Io::Async(a) => Pin::new(&mut &**a).poll_write_vectored(cx, bufs),
+                Io::Edge(e) => e.poll_write(&mut this.write, cx, |mut s| s.write_vectored(bufs)),
+            }
         }
 
         fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Pin::new(&mut &*self.io).poll_flush(cx)
+            match &self.io {
+                Io::Async(a) => Pin::new(&mut &**a).poll_flush(cx),
+                // Nothing buffered: writes go straight to the socket.
+                Io::Edge(_) => Poll::Ready(Ok(())),
+            }
         }
 
         fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Pin::new(&mut &*self.io).poll_close(cx)
+            // As async-io's: a flush (the socket closes when its last clone is dropped).
+            self.poll_flush(cx)
         }
     }
 
@@ -1190,8 +1256,8 @@ pub mod net {
 
         /// Accepts a connection.
         pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-            let (s, peer) = self.0.accept().await?;
-            Ok((Stream::new(s), peer))
+            let (s, peer) = self.0.read_with(|l| l.accept()).await?;
+            Ok((Stream::accepted(s, |s| s.set_nonblocking(true))?, peer))
         }
 
         /// The bound address.
@@ -1216,10 +1282,12 @@ pub mod net {
 
         /// Accepts a connection (a Unix peer has no address worth keeping).
         pub async fn accept(&self) -> io::Result<UnixStream> {
-            let (s, _) = self.0.accept().await?;
-            Ok(Stream::new(s))
+            let (s, _) = self.0.read_with(|l| l.accept()).await?;
+            Stream::accepted(s, |s| s.set_nonblocking(true))
         }
     }
+
+    pub mod edge;
 }
 
 #[cfg(test)]
