@@ -2,9 +2,11 @@
 //! smol's parts: async-io, async-executor, async-process, async-signal).
 //!
 //! Everything else in portico imports sockets, tasks, timers, processes and signals from
-//! here, so changing runtime is a one-file change. This file also adapts futures-io
-//! streams to hyper's `rt::Read`/`rt::Write`, and gives hyper an executor and a timer
-//! (without a timer hyper silently skips its header-read timeout).
+//! here, so changing runtime is a one-file change (with its one submodule,
+//! `rt/net/edge.rs`: accepted connections on an edge-triggered poller of their own). This
+//! file also adapts futures-io streams to hyper's `rt::Read`/`rt::Write`, and gives
+//! hyper an executor and a timer (without a timer hyper silently skips its header-read
+//! timeout).
 //!
 //! Must not import any other portico module.
 
@@ -1040,9 +1042,8 @@ pub mod net {
         io: Io<T>,
         /// The last read came back short: wait for readiness before the next.
         drained: bool,
-        /// Edge: the reading and writing states ([`edge::Side`]).
+        /// Edge: the reading side's state ([`edge::Side`]).
         read: edge::Side,
-        write: edge::Side,
     }
 
     enum Io<T> {
@@ -1070,7 +1071,6 @@ pub mod net {
                 io: self.io.clone(),
                 drained: false,
                 read: edge::Side::default(),
-                write: edge::Side::default(),
             }
         }
     }
@@ -1081,7 +1081,6 @@ pub mod net {
                 io: Io::Async(Arc::new(io)),
                 drained: false,
                 read: edge::Side::default(),
-                write: edge::Side::default(),
             }
         }
 
@@ -1098,7 +1097,6 @@ pub mod net {
                         io: Io::Edge(Arc::new(e)),
                         drained: false,
                         read: edge::Side::default(),
-                        write: edge::Side::default(),
                     });
                 }
                 Err(sock) => sock,
@@ -1208,7 +1206,7 @@ pub mod net {
             let this = &mut *self;
             match &this.io {
                 Io::Async(a) => Pin::new(&mut &**a).poll_write(cx, buf),
-                Io::Edge(e) => e.poll_write(&mut this.write, cx, |mut s| s.write(buf)),
+                Io::Edge(e) => e.poll_write(cx, |mut s| s.write(buf)),
             }
         }
 
@@ -1220,7 +1218,7 @@ pub mod net {
             let this = &mut *self;
             match &this.io {
                 Io::Async(a) => Pin::new(&mut &**a).poll_write_vectored(cx, bufs),
-                Io::Edge(e) => e.poll_write(&mut this.write, cx, |mut s| s.write_vectored(bufs)),
+                Io::Edge(e) => e.poll_write(cx, |mut s| s.write_vectored(bufs)),
             }
         }
 

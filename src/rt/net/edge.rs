@@ -11,17 +11,23 @@
 //! the re-arm is paid once per batch instead of once per request.
 //!
 //! Readiness is a pair of counters per socket, raised by the driver for every event
-//! (reading: `EPOLLIN`, `EPOLLRDHUP`; writing: `EPOLLOUT`; both: `EPOLLERR`,
-//! `EPOLLHUP`). A side that saw `EAGAIN` (or a short read) at count `n` waits until the
-//! count moves past `n`: the kernel reports an edge for every arrival after the data is
-//! queued, so an arrival during or after that read raises the count. The count is read
-//! before the system call, so an event between the two only causes one more try.
-//! `EPOLLOUT` is asked for only once a write has had to wait (the `epoll_ctl` that adds
-//! it reports a socket already writable at once); until then the kernel does not wake
-//! this poller for every acknowledgement.
+//! (reading: `EPOLLIN`, `EPOLLRDHUP`, `EPOLLPRI`; writing: `EPOLLOUT`; both:
+//! `EPOLLERR`, `EPOLLHUP`). A side that saw `EAGAIN` (or a short read) at count `n`
+//! waits until the count moves past `n`: the kernel reports an edge for every arrival
+//! after the data is queued, so an arrival during or after that read raises the count.
+//! The count is read before the system call, so an event between the two only causes
+//! one more try. A short read is taken for an empty queue only while no close, error or
+//! urgent data has been seen on the socket: their edge may already be counted while
+//! what they make readable (the end of the stream, the bytes past the urgent mark) is
+//! still to be read. A write is always tried first; `EPOLLOUT` is asked for only once a
+//! write has had to wait (the `epoll_ctl` that adds it reports a socket already
+//! writable at once), so until then the kernel does not wake this poller for every
+//! acknowledgement.
 //!
-//! One reader and one writer at a time per socket (its clones share one waker per
-//! side), which is how the listeners use them.
+//! One reader and one writer at a time per socket: its clones share one waker per side,
+//! and registering a waker replaces the one before without waking it. That is how the
+//! listeners use them (hyper owns its connection; the FastCGI and SCGI listeners read
+//! from one clone and write from another).
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -49,6 +55,9 @@ struct Readiness {
     write_waker: AtomicWaker,
     /// `EPOLLOUT` has been added to the registration.
     out_armed: AtomicBool,
+    /// A close, error or urgent data was seen: a short read no longer means an empty
+    /// queue. Set before the count is raised, never cleared.
+    no_shortcut: AtomicBool,
 }
 
 /// A socket registered with the edge poller; deregistered when dropped.
@@ -123,7 +132,7 @@ impl Poller {
     }
 }
 
-const READ_EVENTS: u32 = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+const READ_EVENTS: u32 = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLPRI | libc::EPOLLET) as u32;
 const WRITE_EVENTS: u32 = READ_EVENTS | libc::EPOLLOUT as u32;
 
 /// Takes the events of all edge sockets whenever the poller has some.
@@ -149,7 +158,9 @@ async fn drive(watch: Async<OwnedFd>, poller: &'static Poller) {
             if n < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() != io::ErrorKind::Interrupted {
+                    // Not expected (the descriptor and buffer are ours); paced, not spun.
                     log::error!(target: "portico::rt", "edge poller: epoll_wait: {e}");
+                    super::super::sleep(std::time::Duration::from_millis(10)).await;
                 }
                 break;
             }
@@ -164,7 +175,12 @@ async fn drive(watch: Async<OwnedFd>, poller: &'static Poller) {
                         continue;
                     };
                     let both = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
-                    if bits & ((libc::EPOLLIN | libc::EPOLLRDHUP) as u32 | both) != 0 {
+                    if bits & ((libc::EPOLLRDHUP | libc::EPOLLPRI) as u32 | both) != 0 {
+                        r.no_shortcut.store(true, Ordering::Release);
+                    }
+                    if bits & ((libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLPRI) as u32 | both)
+                        != 0
+                    {
                         r.read_seq.fetch_add(1, Ordering::AcqRel);
                         wake.extend(r.read_waker.take());
                     }
@@ -174,13 +190,18 @@ async fn drive(watch: Async<OwnedFd>, poller: &'static Poller) {
                     }
                 }
             }
-            // Woken outside the lock: a waker may run anything.
+            // Woken outside the lock: a waker may run anything. A waker that panics
+            // must not end this task, or every edge connection would wait for ever.
             for w in wake.drain(..) {
-                w.wake();
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.wake())).is_err() {
+                    log::error!(target: "portico::rt", "edge poller: a waker panicked");
+                }
             }
             if n < BATCH {
                 break;
             }
+            // A full batch: let the woken tasks run before taking the next one.
+            futures_lite::future::yield_now().await;
         }
     }
 }
@@ -198,6 +219,7 @@ impl<T: AsFd> Socket<T> {
             read_waker: AtomicWaker::new(),
             write_waker: AtomicWaker::new(),
             out_armed: AtomicBool::new(false),
+            no_shortcut: AtomicBool::new(false),
         });
         let slot = {
             let mut t = poller.table();
@@ -270,7 +292,10 @@ where
                 Ok(n) => {
                     // Short: the receive queue is empty (as nginx assumes on epoll); the
                     // next read waits for an edge instead of calling `recv` for EAGAIN.
-                    side.idle_at = (n > 0 && n < buf.len()).then_some(seq);
+                    // Not once a close or urgent data was seen (see the module doc).
+                    let short = n > 0 && n < buf.len();
+                    side.idle_at =
+                        (short && !self.ready.no_shortcut.load(Ordering::Acquire)).then_some(seq);
                     return Poll::Ready(Ok(n));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => side.idle_at = Some(seq),
@@ -282,38 +307,35 @@ where
 }
 
 impl<T: AsFd> Socket<T> {
-    /// Runs `op` (a write), or waits for the writing side's next edge.
+    /// Runs `op` (a write), or waits for the writing side's next edge when it would
+    /// block. Always tried first: a write rarely has to wait, and a side state kept
+    /// across calls could go stale (the FastCGI listener tries writes with a no-op waker).
     pub(super) fn poll_write(
         &self,
-        side: &mut Side,
         cx: &mut Context<'_>,
         mut op: impl FnMut(&T) -> io::Result<usize>,
     ) -> Poll<io::Result<usize>> {
         loop {
             let seq = self.ready.write_seq.load(Ordering::Acquire);
-            if side.idle_at == Some(seq) {
-                self.ready.write_waker.register(cx.waker());
-                if !self.ready.out_armed.swap(true, Ordering::AcqRel) {
-                    let fd = self.sock.as_fd().as_raw_fd();
-                    if let Err(e) =
-                        self.poller
-                            .ctl(libc::EPOLL_CTL_MOD, fd, WRITE_EVENTS, self.slot)
-                    {
-                        self.ready.out_armed.store(false, Ordering::Release);
-                        return Poll::Ready(Err(e));
-                    }
-                }
-                if self.ready.write_seq.load(Ordering::Acquire) == seq {
-                    return Poll::Pending;
-                }
-                continue;
-            }
             match op(&self.sock) {
-                Ok(n) => {
-                    side.idle_at = None;
-                    return Poll::Ready(Ok(n));
+                Ok(n) => return Poll::Ready(Ok(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.ready.write_waker.register(cx.waker());
+                    if !self.ready.out_armed.swap(true, Ordering::AcqRel) {
+                        let fd = self.sock.as_fd().as_raw_fd();
+                        if let Err(e) =
+                            self.poller
+                                .ctl(libc::EPOLL_CTL_MOD, fd, WRITE_EVENTS, self.slot)
+                        {
+                            self.ready.out_armed.store(false, Ordering::Release);
+                            return Poll::Ready(Err(e));
+                        }
+                    }
+                    if self.ready.write_seq.load(Ordering::Acquire) == seq {
+                        return Poll::Pending;
+                    }
+                    // An edge since the attempt: try again.
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => side.idle_at = Some(seq),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Poll::Ready(Err(e)),
             }
@@ -323,8 +345,10 @@ impl<T: AsFd> Socket<T> {
 
 impl<T> Drop for Socket<T> {
     fn drop(&mut self) {
-        // Closing the socket (after this) takes it out of the epoll set by itself, as
-        // no other descriptor refers to it; only the slot is given back here.
+        // Closing the socket (after this) takes it out of the epoll set once no other
+        // descriptor refers to it (a child between its fork and exec may hold one for a
+        // moment: its events then find a free slot, or a reused one, and cause at most
+        // a spurious wake-up); only the slot is given back here.
         release(self.poller, self.slot);
     }
 }
@@ -384,6 +408,57 @@ mod tests {
         assert_eq!(got, b"hello again");
         let took = start.elapsed();
         assert!(took < Duration::from_secs(3), "{took:?}");
+    }
+
+    #[test]
+    fn data_and_the_close_sent_together_are_both_read() {
+        // One edge counts both; the short read of the data must not be taken for an
+        // empty queue, or the end of the stream is never seen.
+        let (mut s, mut client) = pair();
+        client.write_all(b"hello").unwrap();
+        client.shutdown(std::net::Shutdown::Write).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        rt::block_on(async {
+            let mut buf = [0u8; 64];
+            let n = s.read(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], b"hello");
+            let r = rt::timeout(Duration::from_secs(2), s.read(&mut buf)).await;
+            assert!(
+                matches!(r, Ok(Ok(0))),
+                "end of stream lost (timed out: {})",
+                r.is_err()
+            );
+        });
+    }
+
+    #[test]
+    fn unix_connections_are_on_the_poller_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let l = super::super::UnixListener::bind(&path);
+        let l = rt::block_on(l).unwrap();
+        let mut client = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        let mut s = rt::block_on(l.accept()).unwrap();
+        assert!(
+            matches!(s.io, super::super::Io::Edge(_)),
+            "not on the edge poller"
+        );
+        client.write_all(b"ping").unwrap();
+        client.shutdown(std::net::Shutdown::Write).unwrap();
+        let got = rt::block_on(async {
+            let mut all = Vec::new();
+            rt::timeout(Duration::from_secs(2), s.read_to_end(&mut all))
+                .await
+                .expect("a read missed its wake-up")
+                .unwrap();
+            s.write_all(b"pong").await.unwrap();
+            all
+        });
+        assert_eq!(got, b"ping");
+        drop(s);
+        let mut back = Vec::new();
+        client.read_to_end(&mut back).unwrap();
+        assert_eq!(back, b"pong");
     }
 
     #[test]
