@@ -1085,13 +1085,15 @@ pub mod net {
         }
 
         /// An accepted connection (blocking as accepted): on the edge-triggered poller,
-        /// or on async-io if that could not be set up.
+        /// or on async-io if that could not be set up. `stream_socket`: a short read
+        /// means an empty queue (TCP; not Unix sockets, see [`edge`]).
         fn accepted(
             sock: T,
             set_nonblocking: impl FnOnce(&T) -> io::Result<()>,
+            stream_socket: bool,
         ) -> io::Result<Self> {
             set_nonblocking(&sock)?;
-            let sock = match edge::Socket::new(sock) {
+            let sock = match edge::Socket::new(sock, stream_socket) {
                 Ok(e) => {
                     return Ok(Stream {
                         io: Io::Edge(Arc::new(e)),
@@ -1255,7 +1257,10 @@ pub mod net {
         /// Accepts a connection.
         pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
             let (s, peer) = self.0.read_with(|l| l.accept()).await?;
-            Ok((Stream::accepted(s, |s| s.set_nonblocking(true))?, peer))
+            Ok((
+                Stream::accepted(s, |s| s.set_nonblocking(true), true)?,
+                peer,
+            ))
         }
 
         /// The bound address.
@@ -1281,7 +1286,7 @@ pub mod net {
         /// Accepts a connection (a Unix peer has no address worth keeping).
         pub async fn accept(&self) -> io::Result<UnixStream> {
             let (s, _) = self.0.read_with(|l| l.accept()).await?;
-            Stream::accepted(s, |s| s.set_nonblocking(true))
+            Stream::accepted(s, |s| s.set_nonblocking(true), false)
         }
     }
 

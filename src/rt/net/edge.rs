@@ -16,18 +16,22 @@
 //! waits until the count moves past `n`: the kernel reports an edge for every arrival
 //! after the data is queued, so an arrival during or after that read raises the count.
 //! The count is read before the system call, so an event between the two only causes
-//! one more try. A short read is taken for an empty queue only while no close, error or
-//! urgent data has been seen on the socket: their edge may already be counted while
-//! what they make readable (the end of the stream, the bytes past the urgent mark) is
-//! still to be read. A write is always tried first; `EPOLLOUT` is asked for only once a
+//! one more try. A short read is taken for an empty queue only on TCP, and only while
+//! no close, error or urgent data has been seen on the socket: their edge may already be
+//! counted while what they make readable (the end of the stream, the bytes past the
+//! urgent mark) is still to be read. On a Unix socket a read also stops after a message
+//! that carried descriptors (`SCM_RIGHTS`), with more queued behind it: there every
+//! read that did not fail with `EAGAIN` is followed by another. A write is always tried first; `EPOLLOUT` is asked for only once a
 //! write has had to wait (the `epoll_ctl` that adds it reports a socket already
 //! writable at once), so until then the kernel does not wake this poller for every
 //! acknowledgement.
 //!
 //! One reader and one writer at a time per socket: its clones share one waker per side,
 //! and registering a waker replaces the one before without waking it. That is how the
-//! listeners use them (hyper owns its connection; the FastCGI and SCGI listeners read
-//! from one clone and write from another).
+//! listeners use them: hyper owns its connection; the SCGI listener reads the head and
+//! then the body, and writes the reply after; the FastCGI listener has one reading task,
+//! and its two writers (the responding task's direct writes and the writer task) take
+//! turns under the connection's lock (`writer_idle` in `listen/fastcgi.rs`).
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -55,8 +59,8 @@ struct Readiness {
     write_waker: AtomicWaker,
     /// `EPOLLOUT` has been added to the registration.
     out_armed: AtomicBool,
-    /// A close, error or urgent data was seen: a short read no longer means an empty
-    /// queue. Set before the count is raised, never cleared.
+    /// A short read does not mean an empty queue: a Unix socket, or a close, error or
+    /// urgent data was seen. Set before the count is raised, never cleared.
     no_shortcut: AtomicBool,
 }
 
@@ -208,8 +212,9 @@ async fn drive(watch: Async<OwnedFd>, poller: &'static Poller) {
 
 impl<T: AsFd> Socket<T> {
     /// Registers `sock` (non-blocking already); gives it back if the poller is
-    /// unavailable or refuses it.
-    pub(super) fn new(sock: T) -> Result<Socket<T>, T> {
+    /// unavailable or refuses it. `stream_socket`: TCP, whose short reads mean an empty
+    /// queue (see the module doc).
+    pub(super) fn new(sock: T, stream_socket: bool) -> Result<Socket<T>, T> {
         let Some(poller) = poller() else {
             return Err(sock);
         };
@@ -219,7 +224,7 @@ impl<T: AsFd> Socket<T> {
             read_waker: AtomicWaker::new(),
             write_waker: AtomicWaker::new(),
             out_armed: AtomicBool::new(false),
-            no_shortcut: AtomicBool::new(false),
+            no_shortcut: AtomicBool::new(!stream_socket),
         });
         let slot = {
             let mut t = poller.table();
@@ -429,6 +434,42 @@ mod tests {
                 r.is_err()
             );
         });
+    }
+
+    #[test]
+    fn a_panicking_waker_does_not_stop_the_poller() {
+        struct Boom;
+        impl std::task::Wake for Boom {
+            fn wake(self: std::sync::Arc<Self>) {
+                panic!("this waker panics (on purpose, in a test)");
+            }
+        }
+        let (mut s, mut client) = pair();
+        let waker = std::task::Waker::from(std::sync::Arc::new(Boom));
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut buf = [0u8; 8];
+        let polled =
+            futures_lite::io::AsyncRead::poll_read(std::pin::Pin::new(&mut s), &mut cx, &mut buf);
+        assert!(polled.is_pending());
+        // The driver wakes the panicking waker for this.
+        client.write_all(b"x").unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        // A connection made after it is still served.
+        let (mut s2, mut client2) = pair();
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            client2.write_all(b"still here").unwrap();
+        });
+        let got = rt::block_on(async {
+            let mut buf = [0u8; 64];
+            let n = rt::timeout(Duration::from_secs(2), s2.read(&mut buf))
+                .await
+                .expect("the poller stopped")
+                .unwrap();
+            buf[..n].to_vec()
+        });
+        writer.join().unwrap();
+        assert_eq!(got, b"still here");
     }
 
     #[test]
