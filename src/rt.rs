@@ -430,6 +430,66 @@ impl hyper::rt::Timer for HyperTimer {
 
 impl hyper::rt::Sleep for coarse::Sleep {}
 
+/// Values in numbered slots, a freed number reused first: the [`coarse`] timer table and
+/// the edge poller's sockets (`net::edge`), whose numbers are handed out (as a slot
+/// index, as epoll data) and must stay put while the value lives.
+struct Slots<T> {
+    slots: Vec<Option<T>>,
+    free: Vec<usize>,
+}
+
+impl<T> Slots<T> {
+    const fn new() -> Self {
+        Slots {
+            slots: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+
+    /// Stores `value`; returns its number.
+    fn insert(&mut self, value: T) -> usize {
+        match self.free.pop() {
+            Some(i) => {
+                if let Some(slot) = self.slots.get_mut(i) {
+                    *slot = Some(value);
+                }
+                i
+            }
+            None => {
+                self.slots.push(Some(value));
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    /// Takes the value out of slot `i`, freeing the number (`None` if it was free).
+    fn take(&mut self, i: usize) -> Option<T> {
+        let value = self.slots.get_mut(i).and_then(Option::take);
+        if value.is_some() {
+            self.free.push(i);
+        }
+        value
+    }
+
+    fn get(&self, i: usize) -> Option<&T> {
+        self.slots.get(i).and_then(Option::as_ref)
+    }
+
+    fn get_mut(&mut self, i: usize) -> Option<&mut T> {
+        self.slots.get_mut(i).and_then(Option::as_mut)
+    }
+
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.slots.iter_mut().flatten()
+    }
+
+    /// Values held, and slots in all (tests).
+    #[cfg(test)]
+    fn counts(&self) -> (usize, usize) {
+        (self.slots.iter().flatten().count(), self.slots.len())
+    }
+}
+
 /// Sleeps for long waits that are nearly always called off before they end (hyper's
 /// header-read timeout, the connections' idle checks, a CGI script's time limit): entries
 /// in one table, woken by one thread of their own, never seen by the reactor.
@@ -466,8 +526,7 @@ pub mod coarse {
     }
 
     struct Table {
-        slots: Vec<Option<Entry>>,
-        free: Vec<usize>,
+        slots: super::Slots<Entry>,
         /// The timer thread, once started.
         thread: Option<Thread>,
         /// The timer thread could not be started: sleeps use async-io timers.
@@ -477,8 +536,7 @@ pub mod coarse {
     }
 
     static TABLE: Mutex<Table> = Mutex::new(Table {
-        slots: Vec::new(),
-        free: Vec::new(),
+        slots: super::Slots::new(),
         thread: None,
         no_thread: false,
         look_at: None,
@@ -529,13 +587,8 @@ pub mod coarse {
     impl Sleep {
         fn release(&mut self) {
             if let Some(i) = self.slot.take() {
-                let mut t = table();
                 // Taken out, dropped after the lock (a waker's drop may run anything).
-                let entry = t.slots.get_mut(i).and_then(Option::take);
-                if entry.is_some() {
-                    t.free.push(i);
-                }
-                drop(t);
+                let entry = table().slots.take(i);
                 drop(entry);
             }
         }
@@ -546,7 +599,7 @@ pub mod coarse {
         fn poll_again(&mut self, i: usize, cx: &mut Context<'_>) -> Poll<()> {
             let t = table();
             let same = match t.slots.get(i) {
-                Some(Some(Entry { waker: Some(w), .. })) => w.will_wake(cx.waker()),
+                Some(Entry { waker: Some(w), .. }) => w.will_wake(cx.waker()),
                 _ => {
                     drop(t);
                     self.release();
@@ -562,9 +615,9 @@ pub mod coarse {
             let waker = cx.waker().clone();
             let mut t = table();
             let old = match t.slots.get_mut(i) {
-                Some(Some(Entry {
+                Some(Entry {
                     waker: w @ Some(_), ..
-                })) => w.replace(waker),
+                }) => w.replace(waker),
                 _ => {
                     drop(t);
                     drop(waker);
@@ -611,20 +664,10 @@ pub mod coarse {
                 drop(waker);
                 return this.fall_back(cx);
             }
-            let entry = Some(Entry {
+            let i = t.slots.insert(Entry {
                 at: this.at,
                 waker: Some(waker),
             });
-            let i = match t.free.pop() {
-                Some(i) => {
-                    t.slots[i] = entry;
-                    i
-                }
-                None => {
-                    t.slots.push(entry);
-                    t.slots.len() - 1
-                }
-            };
             this.slot = Some(i);
             if t.look_at.is_some_and(|l| l <= this.at + GRAIN) {
                 // The timer thread looks in time: the common case.
@@ -665,8 +708,7 @@ pub mod coarse {
     /// How many sleeps are in the table, and how many slots it has (tests).
     #[cfg(test)]
     pub(super) fn slots() -> (usize, usize) {
-        let t = table();
-        (t.slots.iter().flatten().count(), t.slots.len())
+        table().slots.counts()
     }
 
     /// The timer thread: wakes the sleeps that are due, then sleeps until the earliest
@@ -680,7 +722,7 @@ pub mod coarse {
             let look_at = {
                 let mut t = table();
                 let mut next: Option<Instant> = None;
-                for e in t.slots.iter_mut().flatten() {
+                for e in t.slots.values_mut() {
                     if e.at <= now {
                         due.extend(e.waker.take());
                     } else if e.waker.is_some() {
@@ -785,11 +827,17 @@ pub fn coarse_millis() -> u64 {
         let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
         secs.saturating_mul(1000).saturating_add(nanos / 1_000_000)
     } else {
-        // Not on Linux (or a kernel without it): the fine clock, from a fixed origin.
+        // A kernel without the coarse clock (before 2.6.32): the fine one, from a fixed
+        // origin.
         static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
         let origin = *ORIGIN.get_or_init(Instant::now);
         u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
+}
+
+/// Time since `since` (a [`coarse_millis`] reading), to the coarse clock's step.
+pub fn coarse_elapsed(since: u64) -> Duration {
+    Duration::from_millis(coarse_millis().saturating_sub(since))
 }
 
 /// Sleeps until `deadline` (returns at once when it has passed).
@@ -1040,24 +1088,13 @@ pub mod net {
     /// edge-triggered poller ([`edge`]) when it could be set up; any other on async-io.
     pub struct Stream<T> {
         io: Io<T>,
-        /// The last read came back short: wait for readiness before the next.
-        drained: bool,
-        /// Edge: the reading side's state ([`edge::Side`]).
-        read: edge::Side,
     }
 
+    /// The shared socket, and this handle's reading state.
     enum Io<T> {
-        Async(Arc<Async<T>>),
-        Edge(Arc<edge::Socket<T>>),
-    }
-
-    impl<T> Clone for Io<T> {
-        fn clone(&self) -> Self {
-            match self {
-                Io::Async(a) => Io::Async(a.clone()),
-                Io::Edge(e) => Io::Edge(e.clone()),
-            }
-        }
+        /// `bool`: the last read came back short, so the next waits for readiness first.
+        Async(Arc<Async<T>>, bool),
+        Edge(Arc<edge::Socket<T>>, edge::Side),
     }
 
     /// A TCP connection.
@@ -1067,50 +1104,38 @@ pub mod net {
 
     impl<T> Clone for Stream<T> {
         fn clone(&self) -> Self {
-            Stream {
-                io: self.io.clone(),
-                drained: false,
-                read: edge::Side::default(),
-            }
+            let io = match &self.io {
+                Io::Async(a, _) => Io::Async(a.clone(), false),
+                Io::Edge(e, _) => Io::Edge(e.clone(), edge::Side::default()),
+            };
+            Stream { io }
         }
     }
 
     impl<T: std::os::fd::AsFd> Stream<T> {
         fn new(io: Async<T>) -> Self {
             Stream {
-                io: Io::Async(Arc::new(io)),
-                drained: false,
-                read: edge::Side::default(),
+                io: Io::Async(Arc::new(io), false),
             }
         }
 
-        /// An accepted connection (blocking as accepted): on the edge-triggered poller,
+        /// An accepted connection, non-blocking already: on the edge-triggered poller,
         /// or on async-io if that could not be set up. `stream_socket`: a short read
         /// means an empty queue (TCP; not Unix sockets, see [`edge`]).
-        fn accepted(
-            sock: T,
-            set_nonblocking: impl FnOnce(&T) -> io::Result<()>,
-            stream_socket: bool,
-        ) -> io::Result<Self> {
-            set_nonblocking(&sock)?;
-            let sock = match edge::Socket::new(sock, stream_socket) {
-                Ok(e) => {
-                    return Ok(Stream {
-                        io: Io::Edge(Arc::new(e)),
-                        drained: false,
-                        read: edge::Side::default(),
-                    });
-                }
-                Err(sock) => sock,
-            };
-            Ok(Stream::new(Async::new_nonblocking(sock)?))
+        fn accepted(sock: T, stream_socket: bool) -> io::Result<Self> {
+            match edge::Socket::new(sock, stream_socket) {
+                Ok(e) => Ok(Stream {
+                    io: Io::Edge(Arc::new(e), edge::Side::default()),
+                }),
+                Err(sock) => Ok(Stream::new(Async::new_nonblocking(sock)?)),
+            }
         }
 
         /// The socket itself, for its blocking-free methods (addresses, options).
         pub fn get_ref(&self) -> &T {
             match &self.io {
-                Io::Async(a) => a.get_ref(),
-                Io::Edge(e) => e.get_ref(),
+                Io::Async(a, _) => a.get_ref(),
+                Io::Edge(e, _) => e.get_ref(),
             }
         }
     }
@@ -1181,17 +1206,16 @@ pub mod net {
             if buf.is_empty() {
                 return Poll::Ready(Ok(0));
             }
-            let this = &mut *self;
-            let io = match &this.io {
-                Io::Edge(e) => return e.poll_read(&mut this.read, cx, buf),
-                Io::Async(a) => a,
+            let (io, drained) = match &mut self.io {
+                Io::Edge(e, side) => return e.poll_read(side, cx, buf),
+                Io::Async(a, drained) => (a, drained),
             };
-            if this.drained {
+            if *drained {
                 ready!(io.poll_readable(cx))?;
-                this.drained = false;
+                *drained = false;
             }
             let n = ready!(Pin::new(&mut &**io).poll_read(cx, buf))?;
-            this.drained = n > 0 && n < buf.len();
+            *drained = n > 0 && n < buf.len();
             Poll::Ready(Ok(n))
         }
     }
@@ -1201,34 +1225,32 @@ pub mod net {
         for<'a> &'a T: io::Write,
     {
         fn poll_write(
-            mut self: Pin<&mut Self>,
+            self: Pin<&mut Self>,
             cx: &mut Context<'_>,
             buf: &[u8],
         ) -> Poll<io::Result<usize>> {
-            let this = &mut *self;
-            match &this.io {
-                Io::Async(a) => Pin::new(&mut &**a).poll_write(cx, buf),
-                Io::Edge(e) => e.poll_write(cx, |mut s| s.write(buf)),
+            match &self.io {
+                Io::Async(a, _) => Pin::new(&mut &**a).poll_write(cx, buf),
+                Io::Edge(e, _) => e.poll_write(cx, |mut s| s.write(buf)),
             }
         }
 
         fn poll_write_vectored(
-            mut self: Pin<&mut Self>,
+            self: Pin<&mut Self>,
             cx: &mut Context<'_>,
             bufs: &[io::IoSlice<'_>],
         ) -> Poll<io::Result<usize>> {
-            let this = &mut *self;
-            match &this.io {
-                Io::Async(a) => Pin::new(&mut &**a).poll_write_vectored(cx, bufs),
-                Io::Edge(e) => e.poll_write(cx, |mut s| s.write_vectored(bufs)),
+            match &self.io {
+                Io::Async(a, _) => Pin::new(&mut &**a).poll_write_vectored(cx, bufs),
+                Io::Edge(e, _) => e.poll_write(cx, |mut s| s.write_vectored(bufs)),
             }
         }
 
         fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
             match &self.io {
-                Io::Async(a) => Pin::new(&mut &**a).poll_flush(cx),
+                Io::Async(a, _) => Pin::new(&mut &**a).poll_flush(cx),
                 // Nothing buffered: writes go straight to the socket.
-                Io::Edge(_) => Poll::Ready(Ok(())),
+                Io::Edge(..) => Poll::Ready(Ok(())),
             }
         }
 
@@ -1257,10 +1279,8 @@ pub mod net {
         /// Accepts a connection.
         pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
             let (s, peer) = self.0.read_with(|l| l.accept()).await?;
-            Ok((
-                Stream::accepted(s, |s| s.set_nonblocking(true), true)?,
-                peer,
-            ))
+            s.set_nonblocking(true)?;
+            Ok((Stream::accepted(s, true)?, peer))
         }
 
         /// The bound address.
@@ -1286,7 +1306,8 @@ pub mod net {
         /// Accepts a connection (a Unix peer has no address worth keeping).
         pub async fn accept(&self) -> io::Result<UnixStream> {
             let (s, _) = self.0.read_with(|l| l.accept()).await?;
-            Stream::accepted(s, |s| s.set_nonblocking(true), false)
+            s.set_nonblocking(true)?;
+            Stream::accepted(s, false)
         }
     }
 

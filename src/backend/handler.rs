@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::{Bytes, BytesMut};
+use futures_lite::StreamExt as _;
 use http::{HeaderValue, StatusCode, header};
 
 use super::{BackendError, RouteMatch};
@@ -151,23 +152,11 @@ impl Handler for Echo {
             let out = match first_chunk {
                 // No request body (the common GET): one buffer, no stream to box and poll.
                 None => Body::full(head),
-                Some(first) => {
-                    let mut pending = [Some(head), Some(first)];
-                    let mut next = 0;
-                    Body::from_stream(
-                        len,
-                        futures_lite::stream::poll_fn(move |cx| {
-                            while next < pending.len() {
-                                let item = pending[next].take();
-                                next += 1;
-                                if let Some(b) = item {
-                                    return std::task::Poll::Ready(Some(Ok(b)));
-                                }
-                            }
-                            body.poll_chunk(cx)
-                        }),
-                    )
-                }
+                Some(first) => Body::from_stream(
+                    len,
+                    futures_lite::stream::iter([Ok(head), Ok(first)])
+                        .chain(futures_lite::stream::poll_fn(move |cx| body.poll_chunk(cx))),
+                ),
             };
             let mut resp = Response::new(StatusCode::OK, out);
             resp.headers.insert(

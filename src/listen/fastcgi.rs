@@ -253,9 +253,7 @@ async fn reader(
                     .unwrap_or(true);
                 if idle
                     && (shutdown.is_triggered()
-                        || std::time::Duration::from_millis(
-                            rt::coarse_millis().saturating_sub(last_read),
-                        ) >= ctx.settings.idle_timeout)
+                        || rt::coarse_elapsed(last_read) >= ctx.settings.idle_timeout)
                 {
                     return Ok(());
                 }

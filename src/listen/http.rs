@@ -310,8 +310,7 @@ impl Activity {
         if self.in_flight.load(Relaxed) > 0 {
             return Duration::ZERO;
         }
-        let now = rt::coarse_millis();
-        Duration::from_millis(now.saturating_sub(self.last_ms.load(Relaxed)))
+        rt::coarse_elapsed(self.last_ms.load(Relaxed))
     }
 }
 

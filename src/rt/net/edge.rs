@@ -21,10 +21,10 @@
 //! counted while what they make readable (the end of the stream, the bytes past the
 //! urgent mark) is still to be read. On a Unix socket a read also stops after a message
 //! that carried descriptors (`SCM_RIGHTS`), with more queued behind it: there every
-//! read that did not fail with `EAGAIN` is followed by another. A write is always tried first; `EPOLLOUT` is asked for only once a
-//! write has had to wait (the `epoll_ctl` that adds it reports a socket already
-//! writable at once), so until then the kernel does not wake this poller for every
-//! acknowledgement.
+//! read that did not fail with `EAGAIN` is followed by another. A write is always tried
+//! first; `EPOLLOUT` is asked for only once a write has had to wait (the `epoll_ctl`
+//! that adds it reports a socket already writable at once), so until then the kernel
+//! does not wake this poller for every acknowledgement.
 //!
 //! One reader and one writer at a time per socket: its clones share one waker per side,
 //! and registering a waker replaces the one before without waking it. That is how the
@@ -78,11 +78,7 @@ struct Poller {
     table: Mutex<Table>,
 }
 
-#[derive(Default)]
-struct Table {
-    slots: Vec<Option<Arc<Readiness>>>,
-    free: Vec<usize>,
-}
+type Table = super::super::Slots<Arc<Readiness>>;
 
 /// The poller, set up (and its driver started) on first use; `None` when that failed,
 /// and connections then use async-io.
@@ -110,7 +106,7 @@ fn start() -> io::Result<&'static Poller> {
     let watch = Async::new_nonblocking(epfd.try_clone()?)?;
     let poller: &'static Poller = Box::leak(Box::new(Poller {
         epfd,
-        table: Mutex::new(Table::default()),
+        table: Mutex::new(Table::new()),
     }));
     drop(super::super::spawn(drive(watch, poller)));
     Ok(poller)
@@ -174,8 +170,7 @@ async fn drive(watch: Async<OwnedFd>, poller: &'static Poller) {
                 for ev in events.iter().take(n) {
                     let bits = ev.events;
                     let slot = ev.u64;
-                    let Some(Some(r)) = usize::try_from(slot).ok().and_then(|i| table.slots.get(i))
-                    else {
+                    let Some(r) = usize::try_from(slot).ok().and_then(|i| table.get(i)) else {
                         continue;
                     };
                     let both = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
@@ -226,22 +221,7 @@ impl<T: AsFd> Socket<T> {
             out_armed: AtomicBool::new(false),
             no_shortcut: AtomicBool::new(!stream_socket),
         });
-        let slot = {
-            let mut t = poller.table();
-            let entry = Some(ready.clone());
-            match t.free.pop() {
-                Some(i) => {
-                    if let Some(s) = t.slots.get_mut(i) {
-                        *s = entry;
-                    }
-                    i
-                }
-                None => {
-                    t.slots.push(entry);
-                    t.slots.len() - 1
-                }
-            }
-        };
+        let slot = poller.table().insert(ready.clone());
         let fd = sock.as_fd().as_raw_fd();
         if let Err(e) = poller.ctl(libc::EPOLL_CTL_ADD, fd, READ_EVENTS, slot) {
             log::warn!(target: "portico::rt", "edge poller refused a connection ({e}); it uses async-io");
@@ -255,15 +235,45 @@ impl<T: AsFd> Socket<T> {
             poller,
         })
     }
+
+    /// Runs `op` (a write), or waits for the writing side's next edge when it would
+    /// block. Always tried first: a write rarely has to wait, and a side state kept
+    /// across calls could go stale (the FastCGI listener tries writes with a no-op waker).
+    pub(super) fn poll_write(
+        &self,
+        cx: &mut Context<'_>,
+        mut op: impl FnMut(&T) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            let seq = self.ready.write_seq.load(Ordering::Acquire);
+            match op(&self.sock) {
+                Ok(n) => return Poll::Ready(Ok(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.ready.write_waker.register(cx.waker());
+                    if !self.ready.out_armed.swap(true, Ordering::AcqRel) {
+                        let fd = self.sock.as_fd().as_raw_fd();
+                        if let Err(e) =
+                            self.poller
+                                .ctl(libc::EPOLL_CTL_MOD, fd, WRITE_EVENTS, self.slot)
+                        {
+                            self.ready.out_armed.store(false, Ordering::Release);
+                            return Poll::Ready(Err(e));
+                        }
+                    }
+                    if self.ready.write_seq.load(Ordering::Acquire) == seq {
+                        return Poll::Pending;
+                    }
+                    // An edge since the attempt: try again.
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
 }
 
 fn release(poller: &Poller, slot: usize) {
-    let mut t = poller.table();
-    let old = t.slots.get_mut(slot).and_then(Option::take);
-    if old.is_some() {
-        t.free.push(slot);
-    }
-    drop(t);
+    let old = poller.table().take(slot);
     drop(old);
 }
 
@@ -311,43 +321,6 @@ where
     }
 }
 
-impl<T: AsFd> Socket<T> {
-    /// Runs `op` (a write), or waits for the writing side's next edge when it would
-    /// block. Always tried first: a write rarely has to wait, and a side state kept
-    /// across calls could go stale (the FastCGI listener tries writes with a no-op waker).
-    pub(super) fn poll_write(
-        &self,
-        cx: &mut Context<'_>,
-        mut op: impl FnMut(&T) -> io::Result<usize>,
-    ) -> Poll<io::Result<usize>> {
-        loop {
-            let seq = self.ready.write_seq.load(Ordering::Acquire);
-            match op(&self.sock) {
-                Ok(n) => return Poll::Ready(Ok(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.ready.write_waker.register(cx.waker());
-                    if !self.ready.out_armed.swap(true, Ordering::AcqRel) {
-                        let fd = self.sock.as_fd().as_raw_fd();
-                        if let Err(e) =
-                            self.poller
-                                .ctl(libc::EPOLL_CTL_MOD, fd, WRITE_EVENTS, self.slot)
-                        {
-                            self.ready.out_armed.store(false, Ordering::Release);
-                            return Poll::Ready(Err(e));
-                        }
-                    }
-                    if self.ready.write_seq.load(Ordering::Acquire) == seq {
-                        return Poll::Pending;
-                    }
-                    // An edge since the attempt: try again.
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-    }
-}
-
 impl<T> Drop for Socket<T> {
     fn drop(&mut self) {
         // Closing the socket (after this) takes it out of the epoll set once no other
@@ -376,7 +349,7 @@ mod tests {
         let client = std::net::TcpStream::connect(addr).unwrap();
         let (s, _) = rt::block_on(l.accept()).unwrap();
         assert!(
-            matches!(s.io, super::super::Io::Edge(_)),
+            matches!(s.io, super::super::Io::Edge(..)),
             "not on the edge poller"
         );
         (s, client)
@@ -481,7 +454,7 @@ mod tests {
         let mut client = std::os::unix::net::UnixStream::connect(&path).unwrap();
         let mut s = rt::block_on(l.accept()).unwrap();
         assert!(
-            matches!(s.io, super::super::Io::Edge(_)),
+            matches!(s.io, super::super::Io::Edge(..)),
             "not on the edge poller"
         );
         client.write_all(b"ping").unwrap();
