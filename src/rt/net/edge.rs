@@ -1,14 +1,16 @@
-//! Edge-triggered readiness for accepted connections: registered once with a poller of
-//! their own, never re-armed.
+//! Edge-triggered readiness for accepted connections and CGI scripts' pipes: registered
+//! once with a poller of their own, never re-armed.
 //!
 //! async-io registers every source one-shot: each wait for a socket to become readable
 //! re-arms it with an `epoll_ctl`, and a kept-alive HTTP or FastCGI connection waits
 //! once per request. That call was 4.3% of the gateway's CPU in a kept-alive
 //! `GET /echo` run (perf), plus async-io's bookkeeping around it. Here an accepted
-//! socket is added once, edge-triggered (`EPOLLET`), to a second epoll instance; that
-//! instance's own descriptor sits in async-io's reactor, and one task ([`drive`])
-//! takes the events of all connections from it in a batch each time it is readable, so
-//! the re-arm is paid once per batch instead of once per request.
+//! socket (or a CGI script's pipe, [`super::Pipe`]) is added once, edge-triggered
+//! (`EPOLLET`), to a second epoll instance; that instance's own descriptor sits in
+//! async-io's reactor, and one task ([`drive`]) takes the events of all of them from it
+//! in a batch each time it is readable, so the re-arm is paid once per batch instead of
+//! once per request, and nothing is paid at the end (closing the descriptor takes it
+//! out).
 //!
 //! Readiness is a pair of counters per socket, raised by the driver for every event
 //! (reading: `EPOLLIN`, `EPOLLRDHUP`, `EPOLLPRI`; writing: `EPOLLOUT`; both:
@@ -16,8 +18,9 @@
 //! waits until the count moves past `n`: the kernel reports an edge for every arrival
 //! after the data is queued, so an arrival during or after that read raises the count.
 //! The count is read before the system call, so an event between the two only causes
-//! one more try. A short read is taken for an empty queue only on TCP, and only while
-//! no close, error or urgent data has been seen on the socket: their edge may already be
+//! one more try. A short read is taken for an empty queue only on TCP and on pipes
+//! (where every write into an empty pipe raises an edge), and only while no close,
+//! error or urgent data has been seen on the socket: their edge may already be
 //! counted while what they make readable (the end of the stream, the bytes past the
 //! urgent mark) is still to be read. On a Unix socket a read also stops after a message
 //! that carried descriptors (`SCM_RIGHTS`), with more queued behind it: there every
@@ -49,6 +52,15 @@ const BATCH: usize = 256;
 #[derive(Default, Clone, Copy)]
 pub(super) struct Side {
     idle_at: Option<u64>,
+}
+
+impl Side {
+    /// For a descriptor just registered that is known to have had nothing to read
+    /// before (a new pipe): the first read waits for an edge. Registering a descriptor
+    /// that is already readable reports it at once, so nothing is missed.
+    pub(super) fn fresh() -> Side {
+        Side { idle_at: Some(0) }
+    }
 }
 
 /// What the driver and the handles share about one socket.
@@ -207,9 +219,9 @@ async fn drive(watch: Async<OwnedFd>, poller: &'static Poller) {
 
 impl<T: AsFd> Socket<T> {
     /// Registers `sock` (non-blocking already); gives it back if the poller is
-    /// unavailable or refuses it. `stream_socket`: TCP, whose short reads mean an empty
-    /// queue (see the module doc).
-    pub(super) fn new(sock: T, stream_socket: bool) -> Result<Socket<T>, T> {
+    /// unavailable or refuses it. `short_is_empty`: a short read means an empty queue
+    /// (TCP, pipes; see the module doc).
+    pub(super) fn new(sock: T, short_is_empty: bool) -> Result<Socket<T>, T> {
         let Some(poller) = poller() else {
             return Err(sock);
         };
@@ -219,7 +231,7 @@ impl<T: AsFd> Socket<T> {
             read_waker: AtomicWaker::new(),
             write_waker: AtomicWaker::new(),
             out_armed: AtomicBool::new(false),
-            no_shortcut: AtomicBool::new(!stream_socket),
+            no_shortcut: AtomicBool::new(!short_is_empty),
         });
         let slot = poller.table().insert(ready.clone());
         let fd = sock.as_fd().as_raw_fd();
