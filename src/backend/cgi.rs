@@ -938,7 +938,7 @@ fn watch<'a, T: 'a>(
 async fn read_head(stdout: &mut ChildStdout, opts: &HeadOptions) -> Result<(Head, Bytes), Stop> {
     let mut buf: Vec<u8> = Vec::with_capacity(HEAD_READ);
     loop {
-        let n = match rt::read_appending(stdout, &mut buf, HEAD_READ).await {
+        let n = match rt::read_pipe_appending(stdout, &mut buf, HEAD_READ).await {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(Stop::Failed(format!("reading its output: {e}"))),
@@ -998,7 +998,7 @@ async fn read_ready(
         // is not done, and a chunk is at most OUTPUT_CHUNK.
         let step = (OUTPUT_CHUNK - body.len()).min(READ_STEP);
         let got = rt::race(
-            rt::map(rt::read_appending(stdout, &mut body, step), Some),
+            rt::map(rt::read_pipe_appending(stdout, &mut body, step), Some),
             rt::map(limit.as_mut(), |()| None),
         )
         .await;

@@ -306,6 +306,21 @@ where
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
+        let len = buf.len();
+        self.poll_read_with(side, cx, len, |sock| io::Read::read(&mut &*sock, buf))
+    }
+}
+
+impl<T: AsFd> Socket<T> {
+    /// Runs `op`, a read of at most `len` bytes (not 0), or waits for the reading side's
+    /// next edge when it would block.
+    pub(super) fn poll_read_with(
+        &self,
+        side: &mut Side,
+        cx: &mut Context<'_>,
+        len: usize,
+        mut op: impl FnMut(&T) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
         loop {
             let seq = self.ready.read_seq.load(Ordering::Acquire);
             if side.idle_at == Some(seq) {
@@ -315,12 +330,12 @@ where
                 }
                 continue;
             }
-            match io::Read::read(&mut &self.sock, buf) {
+            match op(&self.sock) {
                 Ok(n) => {
                     // Short: the receive queue is empty (as nginx assumes on epoll); the
                     // next read waits for an edge instead of calling `recv` for EAGAIN.
                     // Not once a close or urgent data was seen (see the module doc).
-                    let short = n > 0 && n < buf.len();
+                    let short = n > 0 && n < len;
                     side.idle_at =
                         (short && !self.ready.no_shortcut.load(Ordering::Acquire)).then_some(seq);
                     return Poll::Ready(Ok(n));
