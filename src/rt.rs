@@ -1167,13 +1167,13 @@ pub mod net {
         ///
         /// On the edge poller a pipe is registered once and taken out by its close: no
         /// re-arm per wait and no `epoll_ctl` at the end, three calls fewer per pipe and
-        /// six per CGI request than async-io's one-shot registration. A short read
-        /// means an empty pipe, as on TCP: every write into an empty pipe that is
-        /// polled raises an edge, and the writers' close raises `EPOLLHUP`, which turns
-        /// the shortcut off (see [`edge`]). The first read waits for an edge instead of
-        /// trying at once: a pipe is put here right after its child started, before
-        /// the child can have written, and adding a pipe that already holds data (or
-        /// whose writers are gone) reports it at once.
+        /// six per CGI request than async-io's one-shot registration. A short read is
+        /// not taken for an empty pipe (a wait always follows `EAGAIN`): a script
+        /// may put its stdout in packet mode (`O_DIRECT`), and then each read returns
+        /// one write's bytes while more may be queued. The first read waits for an edge
+        /// instead of trying at once: a pipe is put here right after its child's
+        /// `exec`, when it has nearly never written yet, and adding a pipe that already
+        /// holds data (or whose writers are gone) reports it at once.
         pub fn from_fd(fd: std::os::fd::OwnedFd) -> io::Result<Pipe> {
             use std::os::fd::AsRawFd;
             let on: libc::c_int = 1;
@@ -1182,7 +1182,7 @@ pub mod net {
                 return Err(io::Error::last_os_error());
             }
             let file = std::fs::File::from(fd);
-            match edge::Socket::new(file, true) {
+            match edge::Socket::new(file, false) {
                 Ok(e) => Ok(Stream {
                     io: Io::Edge(Arc::new(e), edge::Side::fresh()),
                 }),
@@ -1677,7 +1677,7 @@ mod tests {
         // std's Child neither kills nor waits when dropped: the pid is ours to adopt.
         let child = child::Child::adopt(pid);
         let out = std_child.stdout.take().expect("piped stdout");
-        let out = child::stdout(std::os::fd::OwnedFd::from(out)).expect("on the reactor");
+        let out = child::stdout(std::os::fd::OwnedFd::from(out)).expect("on a poller");
         (child, out)
     }
 
@@ -1763,23 +1763,69 @@ mod tests {
 
     #[test]
     fn output_and_exit_before_the_pipe_is_registered_are_both_seen() {
-        // By the time the pipe is added the child has written and exited: one event
-        // says both, and the first read is short. The end of the stream must still
-        // come (the hang-up turns the short-read shortcut off).
+        // The child has written and exited before its pipe is added: the addition
+        // itself must report both (the first read of a new pipe waits for an edge),
+        // and after the data the end of the stream must still come.
+        let mut std_child = std::process::Command::new("/bin/sh")
+            .args(["-c", "printf hello"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn sh");
+        let out = std_child.stdout.take().expect("piped stdout");
+        assert!(std_child.wait().expect("wait").success());
+        let mut out = child::stdout(std::os::fd::OwnedFd::from(out)).expect("pipe");
+        assert!(out.on_edge(), "the pipe is not on the edge poller");
         block_on(async {
-            let (mut child, mut out) = sh("printf hello");
-            let mut rest = Vec::new();
-            sleep(Duration::from_millis(200)).await;
             let mut buf = [0u8; 64];
             let n = timeout(Duration::from_secs(5), out.read(&mut buf))
                 .await
                 .expect("the output was not seen")
                 .expect("read");
             assert_eq!(&buf[..n], b"hello");
-            let end = timeout(Duration::from_secs(5), out.read_to_end(&mut rest)).await;
+            let end = timeout(Duration::from_secs(5), out.read(&mut buf)).await;
             assert!(matches!(end, Ok(Ok(0))), "the end of the output was lost");
-            child.status().await.expect("status");
         });
+    }
+
+    #[test]
+    // std's Child is not waited for here: `child::Child` adopts its pid, kills and reaps it.
+    #[allow(clippy::zombie_processes)]
+    fn packets_queued_in_a_pipe_are_all_read_without_a_new_write() {
+        // A script may put its stdout in packet mode: a read then returns one write
+        // while more are queued, so a short read must not be taken for an empty pipe.
+        // The child writes two packets and then waits; both must be read before it
+        // exits (at 5 s).
+        let mut std_child = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import fcntl, os, sys, time\n\
+                 fl = fcntl.fcntl(1, fcntl.F_GETFL)\n\
+                 fcntl.fcntl(1, fcntl.F_SETFL, fl | os.O_DIRECT)\n\
+                 os.write(1, b'abc'); os.write(1, b'def'); time.sleep(5)",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn python3");
+        let pid = i32::try_from(std_child.id()).expect("pid");
+        let child = child::Child::adopt(pid);
+        let out = std_child.stdout.take().expect("piped stdout");
+        let mut out = child::stdout(std::os::fd::OwnedFd::from(out)).expect("pipe");
+        let got = block_on(async {
+            let mut all = Vec::new();
+            let mut buf = [0u8; 64];
+            while all.len() < 6 {
+                match timeout(Duration::from_secs(3), out.read(&mut buf)).await {
+                    Ok(Ok(0)) | Err(_) => break,
+                    Ok(Ok(n)) => all.extend_from_slice(&buf[..n]),
+                    Ok(Err(e)) => panic!("read: {e}"),
+                }
+            }
+            all
+        });
+        drop(child);
+        assert_eq!(got, b"abcdef", "a queued packet was left unread");
     }
 
     #[test]

@@ -660,7 +660,8 @@ fn spawn_error(name: &str, e: &io::Error) -> BackendError {
 /// Gives a start place back at `window_end` (if it is still held then), and never
 /// finishes: it is raced against what the place is held for.
 ///
-/// A coarse sleep (up to [`rt::coarse::GRAIN`] late on a window of 100 ms by default):
+/// A coarse sleep (up to [`rt::coarse::GRAIN`] late on a window of 100 ms by default;
+/// a window set to a few milliseconds can thus last about twice as long):
 /// nearly every script gives its place back long before, and an async-io timer made
 /// and dropped per request cost an eventfd write, a wake-up of the reactor and two
 /// `timerfd_settime` with their re-arms (strace under `wrk -c16`: 66.9 system calls per

@@ -18,9 +18,9 @@
 //! waits until the count moves past `n`: the kernel reports an edge for every arrival
 //! after the data is queued, so an arrival during or after that read raises the count.
 //! The count is read before the system call, so an event between the two only causes
-//! one more try. A short read is taken for an empty queue only on TCP and on pipes
-//! (where every write into an empty pipe raises an edge), and only while no close,
-//! error or urgent data has been seen on the socket: their edge may already be
+//! one more try. A short read is taken for an empty queue only on TCP (not on pipes,
+//! which a script can put in packet mode, where a read returns one write), and only
+//! while no close, error or urgent data has been seen on the socket: their edge may already be
 //! counted while what they make readable (the end of the stream, the bytes past the
 //! urgent mark) is still to be read. On a Unix socket a read also stops after a message
 //! that carried descriptors (`SCM_RIGHTS`), with more queued behind it: there every
@@ -220,7 +220,7 @@ async fn drive(watch: Async<OwnedFd>, poller: &'static Poller) {
 impl<T: AsFd> Socket<T> {
     /// Registers `sock` (non-blocking already); gives it back if the poller is
     /// unavailable or refuses it. `short_is_empty`: a short read means an empty queue
-    /// (TCP, pipes; see the module doc).
+    /// (TCP; see the module doc).
     pub(super) fn new(sock: T, short_is_empty: bool) -> Result<Socket<T>, T> {
         let Some(poller) = poller() else {
             return Err(sock);
@@ -236,7 +236,7 @@ impl<T: AsFd> Socket<T> {
         let slot = poller.table().insert(ready.clone());
         let fd = sock.as_fd().as_raw_fd();
         if let Err(e) = poller.ctl(libc::EPOLL_CTL_ADD, fd, READ_EVENTS, slot) {
-            log::warn!(target: "portico::rt", "edge poller refused a connection ({e}); it uses async-io");
+            log::warn!(target: "portico::rt", "edge poller refused a descriptor ({e}); it uses async-io");
             release(poller, slot);
             return Err(sock);
         }
