@@ -222,11 +222,16 @@ fn spawns_need_normal_policy() -> bool {
 ///
 /// `std::process::Command` keeps the environment in a map of `OsString`s and converts it
 /// on every spawn; for a CGI script's forty-odd variables that was 7% of the gateway's
-/// CPU per request (`benches/cgi.sh`, perf). Here each variable is one allocation.
+/// CPU per request (`benches/cgi.sh`, perf). Here the whole environment is one buffer of
+/// `NAME=value\0` entries (one `CString` each, which also shrank each on creation, was
+/// an allocation and a reallocation per variable).
 pub struct Spawn {
     program: CString,
     argv: Vec<CString>,
-    env: Vec<CString>,
+    /// The entries, one after another; a replaced one stays, unlisted.
+    env: Vec<u8>,
+    /// Where each entry of the environment starts in `env`, in order.
+    entries: Vec<usize>,
     /// A 256-bit Bloom filter of the names in `env`: a name whose bit is clear is new, so
     /// most of a script's forty-odd variables go in without comparing against the rest
     /// (that search was 15% of a CGI request's instructions, callgrind).
@@ -280,7 +285,8 @@ impl Spawn {
         Ok(Spawn {
             argv: vec![program.clone()],
             program,
-            env: Vec::with_capacity(48),
+            env: Vec::with_capacity(2048),
+            entries: Vec::with_capacity(48),
             names: [0; 4],
             dir: None,
         })
@@ -304,28 +310,37 @@ impl Spawn {
                 ),
             ));
         }
-        let mut pair = Vec::with_capacity(name.len() + value.len() + 2);
-        pair.extend_from_slice(name);
-        pair.push(b'=');
-        pair.extend_from_slice(value);
-        let pair = c_string(pair, "environment variable")?;
+        if name.contains(&0) || value.contains(&0) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "environment variable holds a NUL byte",
+            ));
+        }
+        let start = self.env.len();
+        self.env.reserve(name.len() + value.len() + 2);
+        self.env.extend_from_slice(name);
+        self.env.push(b'=');
+        self.env.extend_from_slice(value);
+        self.env.push(0);
         let (word, bit) = name_bit(name);
         let Some(slot) = self.names.get_mut(word) else {
             return Err(io::Error::other("name filter out of range"));
         };
         if *slot & bit == 0 {
             *slot |= bit;
-            self.env.push(pair);
+            self.entries.push(start);
             return Ok(());
         }
         let key = name.len() + 1;
+        let env = &self.env;
+        let new = env.get(start..start + key);
         match self
-            .env
+            .entries
             .iter_mut()
-            .find(|e| e.as_bytes().get(..key) == pair.as_bytes().get(..key))
+            .find(|&&mut at| env.get(at..at + key) == new)
         {
-            Some(old) => *old = pair,
-            None => self.env.push(pair),
+            Some(old) => *old = start,
+            None => self.entries.push(start),
         }
         Ok(())
     }
@@ -369,8 +384,12 @@ impl Spawn {
         let mut argv: Vec<*mut libc::c_char> =
             self.argv.iter().map(|a| a.as_ptr().cast_mut()).collect();
         argv.push(std::ptr::null_mut());
-        let mut envp: Vec<*mut libc::c_char> =
-            self.env.iter().map(|e| e.as_ptr().cast_mut()).collect();
+        let mut envp: Vec<*mut libc::c_char> = self
+            .entries
+            .iter()
+            .filter_map(|&at| self.env.get(at..))
+            .map(|e| e.as_ptr().cast::<libc::c_char>().cast_mut())
+            .collect();
         envp.push(std::ptr::null_mut());
         let mut pid: libc::pid_t = 0;
         // SAFETY: every pointer is valid for the call: `program`, `argv` and `envp` point
@@ -548,6 +567,7 @@ impl Drop for Attr {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::CStr;
     use std::io::Read;
 
     #[test]
@@ -619,9 +639,14 @@ mod tests {
         cmd.env(b"VAR_1", b"third").expect("env");
         cmd.env(b"VAR", b"short").expect("env");
         let got: Vec<String> = cmd
-            .env
+            .entries
             .iter()
-            .map(|e| e.to_string_lossy().into_owned())
+            .map(|&at| {
+                CStr::from_bytes_until_nul(&cmd.env[at..])
+                    .expect("NUL-terminated")
+                    .to_string_lossy()
+                    .into_owned()
+            })
             .collect();
         let mut want: Vec<String> = names
             .iter()
