@@ -39,12 +39,12 @@ use std::ffi::OsStr;
 use std::fs;
 use std::future::Future;
 use std::io;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -80,13 +80,28 @@ pub struct CgiBackend {
     running: Arc<AtomicUsize>,
     /// Places for scripts starting at once (`max_starting`); none without a limit.
     starting: Option<Slots>,
+    /// The route's root, canonical.
+    root: Root,
+    /// The `pass_env` variables portico's own environment has, read once here: a
+    /// `getenv` per name per request took the environment's lock and searched it.
+    passed: Arc<[(Vec<u8>, Vec<u8>)]>,
 }
 
 impl CgiBackend {
     /// A backend running scripts under `settings.root`, describing itself with `server`
     /// and counting its children in `stats`.
     pub fn new(settings: Arc<Cgi>, server: Arc<ServerInfo>, stats: Arc<Stats>) -> CgiBackend {
+        let passed = settings
+            .pass_env
+            .iter()
+            .filter_map(|var| {
+                let value = std::env::var_os(var)?;
+                Some((var.as_bytes().to_vec(), value.as_bytes().to_vec()))
+            })
+            .collect();
         CgiBackend {
+            root: Root::default(),
+            passed,
             starting: (settings.max_starting > 0).then(|| Slots::new(settings.max_starting)),
             settings,
             server,
@@ -128,7 +143,10 @@ impl CgiBackend {
                 script_name: req.param(b"SCRIPT_NAME").cloned(),
                 path_info: req.param(b"PATH_INFO").cloned(),
             };
-            resolve(settings, &lookup)?
+            let root = self.root.canonical(&settings.root).map_err(|e| {
+                BackendError::Internal(format!("CGI root {}: {e}", settings.root.display()))
+            })?;
+            resolve(settings, &root, &lookup)?
         };
 
         let (input, content_length) = self.take_input(&mut req).await?;
@@ -163,8 +181,8 @@ impl CgiBackend {
         };
 
         let name: Arc<str> = String::from_utf8_lossy(&target.script_name).into();
-        let cmd =
-            script_command(settings, &target, vars, args).map_err(|e| spawn_error(&name, &e))?;
+        let cmd = script_command(settings, &self.passed, &target, vars, args)
+            .map_err(|e| spawn_error(&name, &e))?;
         let (stdin, input) = match input {
             Input::None => (procs::Stdin::Null, None),
             // The spool file itself is the script's stdin: the kernel feeds it.
@@ -459,14 +477,39 @@ enum Probe {
     Refused(String),
 }
 
-fn resolve(settings: &Cgi, req: &LookupRequest) -> Result<Target, BackendError> {
-    let root = fs::canonicalize(&settings.root).map_err(|e| {
-        BackendError::Internal(format!("CGI root {}: {e}", settings.root.display()))
-    })?;
+/// A route's root as `realpath(3)` gives it, resolved again at most once a second
+/// ([`Root::FRESH_MS`]): a root that is a symlink re-pointed by a deploy is followed
+/// within a second, and a request spares the `readlink` of each of the root's
+/// components (4 of a CGI request's 60-odd system calls under `benches/cgi.sh`). Scripts
+/// are still resolved in full on every request, so a symlink that leads out of the root
+/// is refused as soon as it appears; for up to a second after the root itself moved,
+/// its scripts resolve to the new place and are refused as outside the old one (403).
+#[derive(Default)]
+struct Root(Mutex<Option<(Arc<Path>, u64)>>);
+
+impl Root {
+    const FRESH_MS: u64 = 1000;
+
+    /// The canonical form of `configured`; errors are not kept.
+    fn canonical(&self, configured: &Path) -> io::Result<Arc<Path>> {
+        let now = rt::coarse_millis();
+        let mut cached = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((root, at)) = &*cached
+            && now.saturating_sub(*at) < Self::FRESH_MS
+        {
+            return Ok(root.clone());
+        }
+        let root: Arc<Path> = fs::canonicalize(configured)?.into();
+        *cached = Some((root.clone(), now));
+        Ok(root)
+    }
+}
+
+fn resolve(settings: &Cgi, root: &Path, req: &LookupRequest) -> Result<Target, BackendError> {
     if settings.script_filename
         && let Some(filename) = &req.filename
     {
-        return resolve_filename(&root, req, filename);
+        return resolve_filename(root, req, filename);
     }
     let raw = req.path.strip_prefix(req.base.as_ref()).ok_or_else(|| {
         BackendError::NotFound(format!(
@@ -477,7 +520,7 @@ fn resolve(settings: &Cgi, req: &LookupRequest) -> Result<Target, BackendError> 
     })?;
     let mut refusal: Option<String> = None;
     let mut found: Option<PathBuf> = None;
-    let split = cgi_meta::split_script(raw, |prefix| match probe(&root, prefix) {
+    let split = cgi_meta::split_script(raw, |prefix| match probe(root, prefix) {
         Probe::Script(file) => {
             found = Some(file);
             Lookup::Script
@@ -516,7 +559,7 @@ fn resolve(settings: &Cgi, req: &LookupRequest) -> Result<Target, BackendError> 
                 let mut candidate = dir.to_vec();
                 candidate.push(b'/');
                 candidate.extend_from_slice(index.as_bytes());
-                match probe(&root, &candidate) {
+                match probe(root, &candidate) {
                     Probe::Script(exec) => {
                         chosen = Some((candidate, exec));
                         break;
@@ -542,12 +585,12 @@ fn resolve(settings: &Cgi, req: &LookupRequest) -> Result<Target, BackendError> 
         dir: exec
             .parent()
             .map(Path::to_path_buf)
-            .unwrap_or_else(|| root.clone()),
+            .unwrap_or_else(|| root.to_path_buf()),
         exec,
         script_name,
         path_info: split.path_info,
         script_filename,
-        document_root: root.into_os_string().into_vec(),
+        document_root: root.as_os_str().as_bytes().to_vec(),
     })
 }
 
@@ -620,20 +663,20 @@ fn check_file(root: &Path, path: &Path) -> Probe {
     }
 }
 
-/// The script's command line and environment: only the `pass_env` names, the route's
-/// `env` settings and the meta-variables, later ones winning (gnosek/fcgiwrap's
-/// scrubbing); the script's directory as its working directory.
+/// The script's command line and environment: only the `pass_env` names (`passed`: their
+/// values in portico's environment when the route was set up), the route's `env`
+/// settings and the meta-variables, later ones winning (gnosek/fcgiwrap's scrubbing);
+/// the script's directory as its working directory.
 fn script_command(
     settings: &Cgi,
+    passed: &[(Vec<u8>, Vec<u8>)],
     target: &Target,
     vars: Vec<(String, Vec<u8>)>,
     args: Vec<Vec<u8>>,
 ) -> io::Result<procs::Spawn> {
     let mut cmd = procs::Spawn::new(&target.exec)?;
-    for var in &settings.pass_env {
-        if let Some(value) = std::env::var_os(var) {
-            cmd.env(var.as_bytes(), value.as_bytes())?;
-        }
+    for (var, value) in passed {
+        cmd.env(var, value)?;
     }
     for (var, value) in &settings.env {
         cmd.env(var.as_bytes(), value.as_bytes())?;
@@ -1398,6 +1441,26 @@ mod tests {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    #[test]
+    fn the_canonical_root_follows_a_repointed_symlink_within_a_second() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = fs::canonicalize(dir.path()).expect("canonical tempdir");
+        fs::create_dir(base.join("one")).expect("mkdir");
+        fs::create_dir(base.join("two")).expect("mkdir");
+        let current = base.join("current");
+        let root = Root::default();
+        // A missing root is an error, and not remembered.
+        assert!(root.canonical(&current).is_err());
+        std::os::unix::fs::symlink("one", &current).expect("symlink");
+        assert_eq!(&*root.canonical(&current).expect("root"), base.join("one"));
+        fs::remove_file(&current).expect("rm");
+        std::os::unix::fs::symlink("two", &current).expect("symlink");
+        // Within the second, the root as it was; after it, the new one.
+        assert_eq!(&*root.canonical(&current).expect("root"), base.join("one"));
+        std::thread::sleep(Duration::from_millis(Root::FRESH_MS + 50));
+        assert_eq!(&*root.canonical(&current).expect("root"), base.join("two"));
     }
 
     /// A backend whose scripts write their "leader other" pids to a file in a fresh
