@@ -158,12 +158,17 @@ for kind in c sh; do
         "${P99[$best]}" "$(verdict "$ok_p")"
 done
 for kind in c sh; do
+    printf '  %-3s portico / better peer, round by round: %s\n' "$kind" \
+        "$(round_ratios "portico_$kind" "lighttpd_$kind" "fcgiwrap_$kind")"
+done
+for kind in c sh; do
     if [ "$kind" = c ]; then floor=$FLOOR_C; else floor=$FLOOR_SH; fi
     f=$(ratio "${RPS[portico_$kind]}" "$floor")
     pct=$(awk -v f="$f" 'BEGIN { printf "%.0f", f * 100 }')
     printf '  %-3s spawn floor %s spawns/s (posix_spawn+read+waitpid, 2 threads); portico = %s%% of it  [>= 70%%: %s]\n' \
         "$kind" "$floor" "$pct" "$(verdict "$(ge "$f" 0.7)")"
 done
+printf '  echo / nginx, round by round: %s\n' "$(round_ratios portico_echo nginx_fixed)"
 r=$(ratio "${RPS[portico_echo]}" "${RPS[nginx_fixed]}")
 printf '  echo handler / nginx fixed body: %sx  [>= 0.8x: %s]; p99 %.2f vs %.2f ms\n' \
     "$r" "$(verdict "$(ge "$r" 0.8)")" "${P99[portico_echo]}" "${P99[nginx_fixed]}"

@@ -174,6 +174,7 @@ r=$(ratio "${RPS[a_portico_cgi]}" "${RPS[b_fcgiwrap]}")
 printf '  (a)/(b) portico / fcgiwrap, CGI:        %sx  [>= 1.3x: %s]; p99 %.2f vs %.2f ms [no worse: %s]\n' \
     "$r" "$(verdict "$(ge "$r" 1.3)")" "${P99[a_portico_cgi]}" "${P99[b_fcgiwrap]}" \
     "$(verdict "$(le "${P99[a_portico_cgi]}" "${P99[b_fcgiwrap]}")")"
+printf '  (a)/(b) round by round: %s\n' "$(round_ratios a_portico_cgi b_fcgiwrap)"
 r=$(ratio "${RPS[d_portico_echo]}" "${RPS[c_libfcgi]}")
 printf '  (d)/(c) portico echo / libfcgi floor:   %sx  [>= 0.9x: %s]; p99 %.2f vs %.2f ms\n' \
     "$r" "$(verdict "$(ge "$r" 0.9)")" "${P99[d_portico_echo]}" "${P99[c_libfcgi]}"

@@ -235,6 +235,27 @@ run_targets() {
     done
 }
 
+# round_ratios A B [C]: the rate of A over that of B (or the better of B and C) in each
+# round, which ran them minutes apart at most: "r1 r2 ... (median m)". On a shared VM
+# whose speed drifts between rounds, these paired ratios spread less than the ratio of
+# the medians that the verdicts use; printed beside them, not instead.
+round_ratios() {
+    local a=$1 b=$2 c=${3:-} r out=() x y z
+    for r in $(seq "$ROUNDS"); do
+        x=$(printf '%s' "${RESULTS[$a]}" | sed -n "${r}p" | awk '{print $1}')
+        y=$(printf '%s' "${RESULTS[$b]}" | sed -n "${r}p" | awk '{print $1}')
+        if [ -n "$c" ]; then
+            z=$(printf '%s' "${RESULTS[$c]}" | sed -n "${r}p" | awk '{print $1}')
+            y=$(awk -v y="$y" -v z="$z" 'BEGIN { print (y >= z) ? y : z }')
+        fi
+        out+=("$(ratio "$x" "$y")")
+    done
+    printf '%s ' "${out[@]}"
+    printf '%s\n' "${out[@]}" | sort -n | awk '{ v[NR] = $1 } END {
+        m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+        printf "(median %.2f)", m }'
+}
+
 # wrk output -> "RPS P99_MS ERRORS".
 parse_wrk() {
     awk '
