@@ -251,8 +251,10 @@ round_ratios() {
         out+=("$(ratio "$x" "$y")")
     done
     printf '%s ' "${out[@]}"
-    printf '%s\n' "${out[@]}" | sort -n | awk '{ v[NR] = $1 } END {
-        m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+    # Rounds without a ratio (a rate of 0: "n/a") are left out of the median.
+    printf '%s\n' "${out[@]}" | sort -n | awk '$1 ~ /^[0-9.]+$/ { v[++n] = $1 } END {
+        if (n == 0) { printf "(median n/a)"; exit }
+        m = (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
         printf "(median %.2f)", m }'
 }
 

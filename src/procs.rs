@@ -392,8 +392,10 @@ impl Spawn {
             .collect();
         envp.push(std::ptr::null_mut());
         let mut pid: libc::pid_t = 0;
-        // SAFETY: every pointer is valid for the call: `program`, `argv` and `envp` point
-        // into CStrings owned by `self`, and both arrays end with a null pointer; the
+        // SAFETY: every pointer is valid for the call: `program` and `argv` point into
+        // CStrings owned by `self`, `envp` into NUL-terminated entries of `self.env`
+        // (borrowed, not changed, until the call returns), and both arrays end with a
+        // null pointer; the
         // file actions and attributes were initialised by their constructors and are
         // destroyed only when dropped after this call; `pid` is ours to write.
         let rc = unsafe {

@@ -143,10 +143,30 @@ impl CgiBackend {
                 script_name: req.param(b"SCRIPT_NAME").cloned(),
                 path_info: req.param(b"PATH_INFO").cloned(),
             };
-            let root = self.root.canonical(&settings.root).map_err(|e| {
+            let root_error = |e: io::Error| {
                 BackendError::Internal(format!("CGI root {}: {e}", settings.root.display()))
-            })?;
-            resolve(settings, &root, &lookup)?
+            };
+            let now = rt::coarse_millis();
+            let root = self
+                .root
+                .canonical(&settings.root, now)
+                .map_err(root_error)?;
+            match resolve(settings, &root, &lookup) {
+                // Refused or missing under the root as it was up to a second ago: under
+                // the root as it is now (a deploy may just have re-pointed it), once.
+                // A request that is really refused pays the root's lookup, as all did.
+                Err(e @ (BackendError::Forbidden(_) | BackendError::NotFound(_))) => {
+                    let fresh = self
+                        .root
+                        .canonical(&settings.root, u64::MAX)
+                        .map_err(root_error)?;
+                    if fresh == root {
+                        return Err(e);
+                    }
+                    resolve(settings, &fresh, &lookup)?
+                }
+                other => other?,
+            }
         };
 
         let (input, content_length) = self.take_input(&mut req).await?;
@@ -477,22 +497,24 @@ enum Probe {
     Refused(String),
 }
 
-/// A route's root as `realpath(3)` gives it, resolved again at most once a second
-/// ([`Root::FRESH_MS`]): a root that is a symlink re-pointed by a deploy is followed
-/// within a second, and a request spares the `readlink` of each of the root's
-/// components (4 of a CGI request's 60-odd system calls under `benches/cgi.sh`). Scripts
-/// are still resolved in full on every request, so a symlink that leads out of the root
-/// is refused as soon as it appears; for up to a second after the root itself moved,
-/// its scripts resolve to the new place and are refused as outside the old one (403).
+/// A route's root as `realpath(3)` gives it, kept for a second ([`Root::FRESH_MS`]): a
+/// request spares the `readlink` of each of the root's components (4 of a CGI
+/// request's 60-odd system calls under `benches/cgi.sh`). Scripts are still resolved in
+/// full on every request, so a symlink that leads out of the root is refused as soon as
+/// it appears. A root that is a symlink re-pointed by a deploy: a request that the kept
+/// root refuses (403) or does not find (404) looks the root up again and, if it moved,
+/// is resolved once more under the new one (`CgiBackend::call`); a script found under
+/// the kept root (the old release, still there) runs from it for up to a second.
 #[derive(Default)]
 struct Root(Mutex<Option<(Arc<Path>, u64)>>);
 
 impl Root {
     const FRESH_MS: u64 = 1000;
 
-    /// The canonical form of `configured`; errors are not kept.
-    fn canonical(&self, configured: &Path) -> io::Result<Arc<Path>> {
-        let now = rt::coarse_millis();
+    /// The canonical form of `configured`, looked up again unless the one kept was
+    /// looked up less than [`Root::FRESH_MS`] before `now` ([`rt::coarse_millis`];
+    /// `u64::MAX` forces a lookup). Errors are not kept.
+    fn canonical(&self, configured: &Path, now: u64) -> io::Result<Arc<Path>> {
         let mut cached = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((root, at)) = &*cached
             && now.saturating_sub(*at) < Self::FRESH_MS
@@ -500,7 +522,7 @@ impl Root {
             return Ok(root.clone());
         }
         let root: Arc<Path> = fs::canonicalize(configured)?.into();
-        *cached = Some((root.clone(), now));
+        *cached = Some((root.clone(), now.min(rt::coarse_millis())));
         Ok(root)
     }
 }
@@ -1037,10 +1059,12 @@ async fn read_ready(
     }
     // One timer for the whole wait; the loop ends as soon as it has fired.
     let mut limit = std::pin::pin!(rt::sleep_until(deadline.min(Instant::now() + wait)));
-    while body.len() < OUTPUT_CHUNK {
-        // Never past one chunk: what was read goes on as the first chunk if the script
-        // is not done, and a chunk is at most OUTPUT_CHUNK.
-        let step = (OUTPUT_CHUNK - body.len()).min(READ_STEP);
+    // Never past one chunk: what was read goes on as the first chunk if the script is not
+    // done, and a chunk is at most OUTPUT_CHUNK. Each read is a whole READ_STEP (pipe
+    // capacity's page, PIPE_BUF): a script whose stdout is in packet mode (`O_DIRECT`)
+    // has the rest of a packet dropped by a read shorter than it.
+    while OUTPUT_CHUNK - body.len() >= READ_STEP {
+        let step = READ_STEP;
         let got = rt::race(
             rt::map(rt::read_pipe_appending(stdout, &mut body, step), Some),
             rt::map(limit.as_mut(), |()| None),
@@ -1444,27 +1468,77 @@ mod tests {
     }
 
     #[test]
-    fn the_canonical_root_follows_a_repointed_symlink_within_a_second() {
+    fn the_canonical_root_is_kept_for_a_second_and_errors_are_not() {
         let dir = tempfile::tempdir().expect("tempdir");
         let base = fs::canonicalize(dir.path()).expect("canonical tempdir");
         fs::create_dir(base.join("one")).expect("mkdir");
         fs::create_dir(base.join("two")).expect("mkdir");
         let current = base.join("current");
         let root = Root::default();
+        let t0 = rt::coarse_millis();
         // A missing root is an error, and not remembered.
-        assert!(root.canonical(&current).is_err());
+        assert!(root.canonical(&current, t0).is_err());
         std::os::unix::fs::symlink("one", &current).expect("symlink");
-        assert_eq!(&*root.canonical(&current).expect("root"), base.join("one"));
+        assert_eq!(
+            &*root.canonical(&current, t0).expect("root"),
+            base.join("one")
+        );
         fs::remove_file(&current).expect("rm");
         std::os::unix::fs::symlink("two", &current).expect("symlink");
-        // Within the second, the root as it was; after it, the new one.
-        assert_eq!(&*root.canonical(&current).expect("root"), base.join("one"));
-        std::thread::sleep(Duration::from_millis(Root::FRESH_MS + 50));
-        assert_eq!(&*root.canonical(&current).expect("root"), base.join("two"));
+        // Within the second, the root as it was; after it (or forced), the new one.
+        let within = t0 + Root::FRESH_MS - 1;
+        assert_eq!(
+            &*root.canonical(&current, within).expect("root"),
+            base.join("one")
+        );
+        let after = t0 + Root::FRESH_MS;
+        assert_eq!(
+            &*root.canonical(&current, after).expect("root"),
+            base.join("two")
+        );
+        fs::remove_file(&current).expect("rm");
+        std::os::unix::fs::symlink("one", &current).expect("symlink");
+        assert_eq!(
+            &*root.canonical(&current, u64::MAX).expect("root"),
+            base.join("one")
+        );
     }
 
-    /// A backend whose scripts write their "leader other" pids to a file in a fresh
-    /// temporary directory.
+    #[test]
+    fn a_script_of_a_root_just_repointed_runs_at_once() {
+        // A deploy re-points `current` between two requests: the second names a script
+        // only the new release has. The root kept from the first request refuses it
+        // (404); the backend looks the root up again and runs it.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = fs::canonicalize(dir.path()).expect("canonical tempdir");
+        for release in ["one", "two"] {
+            fs::create_dir(base.join(release)).expect("mkdir");
+        }
+        let script = |release: &str, name: &str| {
+            let path = base.join(release).join(name);
+            fs::write(
+                &path,
+                format!("#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n{release}'\n"),
+            )
+            .expect("write");
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod");
+        };
+        script("one", "old.cgi");
+        script("two", "new.cgi");
+        let current = base.join("current");
+        std::os::unix::fs::symlink("one", &current).expect("symlink");
+        let backend = backend_with(settings(current.clone()));
+        let (resp, body) = fetch(&backend, get("/cgi-bin/old.cgi"));
+        assert_eq!((resp.status, body.as_str()), (StatusCode::OK, "one"));
+        fs::remove_file(&current).expect("rm");
+        std::os::unix::fs::symlink("two", &current).expect("symlink");
+        let (resp, body) = fetch(&backend, get("/cgi-bin/new.cgi"));
+        assert_eq!((resp.status, body.as_str()), (StatusCode::OK, "two"));
+        // A script neither release has is still a 404.
+        let r = call(&backend, get("/cgi-bin/none.cgi"));
+        assert!(matches!(r, Err(BackendError::NotFound(_))), "{r:?}");
+    }
+
     fn pid_backend(timeout: Duration) -> (CgiBackend, tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().expect("tempdir");
         let pidfile = dir.path().join("pids");
