@@ -492,8 +492,8 @@ impl<T> Slots<T> {
 
 /// Sleeps for long waits that are nearly always called off before they end (hyper's
 /// header-read timeout, the connections' idle checks, a CGI script's time limit and
-/// start window): entries
-/// in one table, woken by one thread of their own, never seen by the reactor.
+/// start window): entries in one table, woken by one thread of their own, never seen by
+/// the reactor.
 ///
 /// An async-io timer registers with the reactor on its first poll, wakes the thread that
 /// waits on the reactor so that it plans its next wake-up again (an eventfd write, read
@@ -1189,14 +1189,12 @@ pub mod net {
                 Err(file) => Ok(Stream::new(Async::new_nonblocking(file)?)),
             }
         }
-    }
 
-    impl Pipe {
         /// Reads at most `max` bytes onto the end of `buf` (0 at once when `max` is 0),
-        /// straight into its
-        /// spare room: not zeroed first, as a `&mut [u8]` to read into has to be (that
-        /// memset was an eighth of portico's user-space instructions per CGI request:
-        /// 12 KiB for a 34-byte answer, callgrind). `buf` grows only by what was read.
+        /// straight into its spare room: not zeroed first, as a `&mut [u8]` to read into
+        /// has to be (that memset was an eighth of portico's user-space instructions per
+        /// CGI request: 12 KiB for a 34-byte answer, callgrind). `buf` grows only by what
+        /// was read.
         pub fn poll_read_appending(
             &mut self,
             cx: &mut Context<'_>,
@@ -1212,15 +1210,14 @@ pub mod net {
             let old = buf.len();
             match &mut self.io {
                 Io::Edge(e, side) => {
-                    let fd = e.get_ref().as_raw_fd();
                     let spare = buf.spare_capacity_mut();
                     let len = spare.len().min(max);
                     let at = spare.as_mut_ptr();
-                    let n = ready!(e.poll_read_with(side, cx, len, |_| {
+                    let n = ready!(e.poll_read_with(side, cx, len, |file| {
                         // SAFETY: `at` points to `len` bytes of `buf`'s spare room, which
                         // nothing else uses while this runs; the kernel writes at most
                         // `len` bytes there.
-                        let r = unsafe { libc::read(fd, at.cast(), len) };
+                        let r = unsafe { libc::read(file.as_raw_fd(), at.cast(), len) };
                         usize::try_from(r).map_err(|_| io::Error::last_os_error())
                     }))?;
                     let n = n.min(len);
@@ -1668,21 +1665,26 @@ mod tests {
             .and_then(|rest| rest.chars().next())
     }
 
-    /// Starts `sh -c SCRIPT` with stdout on a pipe and hands it to [`child`].
-    // std's Child is not waited for here: `child::Child` adopts its pid and reaps it.
-    #[allow(clippy::zombie_processes)]
-    fn sh(script: &str) -> (child::Child, child::Stdout) {
-        let mut std_child = std::process::Command::new("/bin/sh")
-            .args(["-c", script])
+    /// Starts `program` with `args`, stdin on /dev/null and stdout on a pipe; returns
+    /// the child and the pipe's reading end.
+    fn piped(program: &str, args: &[&str]) -> (std::process::Child, std::os::fd::OwnedFd) {
+        let mut std_child = std::process::Command::new(program)
+            .args(args)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .spawn()
-            .expect("spawn sh");
+            .expect("spawn");
+        let out = std_child.stdout.take().expect("piped stdout");
+        (std_child, out.into())
+    }
+
+    /// Starts `sh -c SCRIPT` with stdout on a pipe and hands it to [`child`].
+    fn sh(script: &str) -> (child::Child, child::Stdout) {
+        let (std_child, out) = piped("/bin/sh", &["-c", script]);
         let pid = i32::try_from(std_child.id()).expect("pid");
         // std's Child neither kills nor waits when dropped: the pid is ours to adopt.
         let child = child::Child::adopt(pid);
-        let out = std_child.stdout.take().expect("piped stdout");
-        let out = child::stdout(std::os::fd::OwnedFd::from(out)).expect("on a poller");
+        let out = child::stdout(out).expect("on a poller");
         (child, out)
     }
 
@@ -1771,15 +1773,9 @@ mod tests {
         // The child has written and exited before its pipe is added: the addition
         // itself must report both (the first read of a new pipe waits for an edge),
         // and after the data the end of the stream must still come.
-        let mut std_child = std::process::Command::new("/bin/sh")
-            .args(["-c", "printf hello"])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn sh");
-        let out = std_child.stdout.take().expect("piped stdout");
+        let (mut std_child, out) = piped("/bin/sh", &["-c", "printf hello"]);
         assert!(std_child.wait().expect("wait").success());
-        let mut out = child::stdout(std::os::fd::OwnedFd::from(out)).expect("pipe");
+        let mut out = child::stdout(out).expect("pipe");
         assert!(out.on_edge(), "the pipe is not on the edge poller");
         block_on(async {
             let mut buf = [0u8; 64];
@@ -1794,29 +1790,24 @@ mod tests {
     }
 
     #[test]
-    // std's Child is not waited for here: `child::Child` adopts its pid, kills and reaps it.
-    #[allow(clippy::zombie_processes)]
     fn packets_queued_in_a_pipe_are_all_read_without_a_new_write() {
         // A script may put its stdout in packet mode: a read then returns one write
         // while more are queued, so a short read must not be taken for an empty pipe.
         // The child writes two packets and then waits; both must be read before it
         // exits (at 5 s).
-        let mut std_child = std::process::Command::new("python3")
-            .args([
+        let (std_child, out) = piped(
+            "python3",
+            &[
                 "-c",
                 "import fcntl, os, sys, time\n\
                  fl = fcntl.fcntl(1, fcntl.F_GETFL)\n\
                  fcntl.fcntl(1, fcntl.F_SETFL, fl | os.O_DIRECT)\n\
                  os.write(1, b'abc'); os.write(1, b'def'); time.sleep(5)",
-            ])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn python3");
+            ],
+        );
         let pid = i32::try_from(std_child.id()).expect("pid");
         let child = child::Child::adopt(pid);
-        let out = std_child.stdout.take().expect("piped stdout");
-        let mut out = child::stdout(std::os::fd::OwnedFd::from(out)).expect("pipe");
+        let mut out = child::stdout(out).expect("pipe");
         let got = block_on(async {
             let mut all = Vec::new();
             let mut buf = [0u8; 64];

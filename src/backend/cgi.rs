@@ -84,7 +84,7 @@ pub struct CgiBackend {
     root: Root,
     /// The `pass_env` variables portico's own environment has, read once here: a
     /// `getenv` per name per request took the environment's lock and searched it.
-    passed: Arc<[(Vec<u8>, Vec<u8>)]>,
+    passed: Box<[(Vec<u8>, Vec<u8>)]>,
 }
 
 impl CgiBackend {
@@ -156,10 +156,7 @@ impl CgiBackend {
                 // the root as it is now (a deploy may just have re-pointed it), once.
                 // A request that is really refused pays the root's lookup, as all did.
                 Err(e @ (BackendError::Forbidden(_) | BackendError::NotFound(_))) => {
-                    let fresh = self
-                        .root
-                        .canonical(&settings.root, u64::MAX)
-                        .map_err(root_error)?;
+                    let fresh = self.root.refresh(&settings.root, now).map_err(root_error)?;
                     if fresh == root {
                         return Err(e);
                     }
@@ -511,19 +508,26 @@ struct Root(Mutex<Option<(Arc<Path>, u64)>>);
 impl Root {
     const FRESH_MS: u64 = 1000;
 
-    /// The canonical form of `configured`, looked up again unless the one kept was
-    /// looked up less than [`Root::FRESH_MS`] before `now` ([`rt::coarse_millis`];
-    /// `u64::MAX` forces a lookup). Errors are not kept.
+    /// The canonical form of `configured`: the one kept, if it was looked up less than
+    /// [`Root::FRESH_MS`] before `now` ([`rt::coarse_millis`]), else a new lookup.
     fn canonical(&self, configured: &Path, now: u64) -> io::Result<Arc<Path>> {
-        let mut cached = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((root, at)) = &*cached
+        if let Some((root, at)) = &*self.kept()
             && now.saturating_sub(*at) < Self::FRESH_MS
         {
             return Ok(root.clone());
         }
+        self.refresh(configured, now)
+    }
+
+    /// Looks `configured` up now, and keeps the result as of `now`. Errors are not kept.
+    fn refresh(&self, configured: &Path, now: u64) -> io::Result<Arc<Path>> {
         let root: Arc<Path> = fs::canonicalize(configured)?.into();
-        *cached = Some((root.clone(), now.min(rt::coarse_millis())));
+        *self.kept() = Some((root.clone(), now));
         Ok(root)
+    }
+
+    fn kept(&self) -> std::sync::MutexGuard<'_, Option<(Arc<Path>, u64)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -1064,9 +1068,8 @@ async fn read_ready(
     // capacity's page, PIPE_BUF): a script whose stdout is in packet mode (`O_DIRECT`)
     // has the rest of a packet dropped by a read shorter than it.
     while OUTPUT_CHUNK - body.len() >= READ_STEP {
-        let step = READ_STEP;
         let got = rt::race(
-            rt::map(rt::read_pipe_appending(stdout, &mut body, step), Some),
+            rt::map(rt::read_pipe_appending(stdout, &mut body, READ_STEP), Some),
             rt::map(limit.as_mut(), |()| None),
         )
         .await;
@@ -1485,7 +1488,7 @@ mod tests {
         );
         fs::remove_file(&current).expect("rm");
         std::os::unix::fs::symlink("two", &current).expect("symlink");
-        // Within the second, the root as it was; after it (or forced), the new one.
+        // Within the second, the root as it was; after it (or refreshed), the new one.
         let within = t0 + Root::FRESH_MS - 1;
         assert_eq!(
             &*root.canonical(&current, within).expect("root"),
@@ -1499,7 +1502,7 @@ mod tests {
         fs::remove_file(&current).expect("rm");
         std::os::unix::fs::symlink("one", &current).expect("symlink");
         assert_eq!(
-            &*root.canonical(&current, u64::MAX).expect("root"),
+            &*root.refresh(&current, after).expect("root"),
             base.join("one")
         );
     }

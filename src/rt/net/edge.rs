@@ -282,36 +282,7 @@ impl<T: AsFd> Socket<T> {
             }
         }
     }
-}
 
-fn release(poller: &Poller, slot: usize) {
-    let old = poller.table().take(slot);
-    drop(old);
-}
-
-impl<T> Socket<T> {
-    pub(super) fn get_ref(&self) -> &T {
-        &self.sock
-    }
-}
-
-impl<T: AsFd> Socket<T>
-where
-    for<'a> &'a T: io::Read,
-{
-    /// Reads into `buf` (not empty), or waits for the reading side's next edge.
-    pub(super) fn poll_read(
-        &self,
-        side: &mut Side,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        let len = buf.len();
-        self.poll_read_with(side, cx, len, |sock| io::Read::read(&mut &*sock, buf))
-    }
-}
-
-impl<T: AsFd> Socket<T> {
     /// Runs `op`, a read of at most `len` bytes (not 0), or waits for the reading side's
     /// next edge when it would block.
     pub(super) fn poll_read_with(
@@ -345,6 +316,33 @@ impl<T: AsFd> Socket<T> {
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
+    }
+}
+
+fn release(poller: &Poller, slot: usize) {
+    let old = poller.table().take(slot);
+    drop(old);
+}
+
+impl<T> Socket<T> {
+    pub(super) fn get_ref(&self) -> &T {
+        &self.sock
+    }
+}
+
+impl<T: AsFd> Socket<T>
+where
+    for<'a> &'a T: io::Read,
+{
+    /// Reads into `buf` (not empty), or waits for the reading side's next edge.
+    pub(super) fn poll_read(
+        &self,
+        side: &mut Side,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let len = buf.len();
+        self.poll_read_with(side, cx, len, |sock| io::Read::read(&mut &*sock, buf))
     }
 }
 
