@@ -216,7 +216,7 @@ fn spawns_need_normal_policy() -> bool {
         })
 }
 
-/// A program to start with `posix_spawn(3)`: its path, arguments and whole environment as
+/// A program to start ([`Spawn::spawn`]): its path, arguments and whole environment as
 /// C strings built straight from bytes, a working directory, and a process group of its
 /// own.
 ///
@@ -356,8 +356,17 @@ impl Spawn {
 
     /// Starts the child in a new process group whose id is its pid, with stdout and
     /// stderr on new pipes, an empty signal mask and every signal at its default (Rust
-    /// ignores SIGPIPE, and an ignored signal stays ignored across exec; see [`Attr`]).
-    /// Blocks until the child has exec'd or failed to.
+    /// ignores SIGPIPE, and an ignored signal stays ignored across exec). Blocks until
+    /// the child has exec'd or failed to.
+    ///
+    /// The child is made the way `posix_spawn(3)` makes it (a `clone` that shares this
+    /// process's memory, while the calling thread is suspended until the `execve`), but
+    /// with its stack on this thread's stack instead of a fresh mapping: glibc maps one
+    /// per spawn and unmaps it after, and that `munmap` is a TLB shootdown on every CPU
+    /// running portico (about a tenth of the spawning thread's time, perf). Nor does it
+    /// ask the file-descriptor limit five times (glibc's check of each file action), and
+    /// a script without a body gets its stdin from a `/dev/null` held open for all
+    /// instead of its own `open`. See [`exec_child`] for what the child does.
     pub fn spawn(&self, stdin: Stdin) -> io::Result<Spawned> {
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
@@ -369,47 +378,69 @@ impl Spawn {
             }
             Stdin::Fd(fd) => (Some(fd), None),
         };
-        let mut actions = Actions::new()?;
-        match &child_in {
-            Some(fd) => actions.dup2(fd.as_raw_fd(), 0)?,
-            None => actions.open_null(0)?,
-        }
-        actions.dup2(out_w.as_raw_fd(), 1)?;
-        actions.dup2(err_w.as_raw_fd(), 2)?;
-        if let Some(dir) = &self.dir {
-            actions.chdir(dir)?;
-        }
-        let attr = Attr::new(spawns_need_normal_policy())?;
-
-        let mut argv: Vec<*mut libc::c_char> =
-            self.argv.iter().map(|a| a.as_ptr().cast_mut()).collect();
-        argv.push(std::ptr::null_mut());
-        let mut envp: Vec<*mut libc::c_char> = self
+        let stdin_fd = match &child_in {
+            Some(fd) => fd.as_raw_fd(),
+            None => dev_null()?,
+        };
+        let mut argv: Vec<*const libc::c_char> = self.argv.iter().map(|a| a.as_ptr()).collect();
+        argv.push(std::ptr::null());
+        let mut envp: Vec<*const libc::c_char> = self
             .entries
             .iter()
             .filter_map(|&at| self.env.get(at..))
-            .map(|e| e.as_ptr().cast::<libc::c_char>().cast_mut())
+            .map(|e| e.as_ptr().cast::<libc::c_char>())
             .collect();
-        envp.push(std::ptr::null_mut());
-        let mut pid: libc::pid_t = 0;
-        // SAFETY: every pointer is valid for the call: `program` and `argv` point into
-        // CStrings owned by `self`, `envp` into NUL-terminated entries of `self.env`
-        // (borrowed, not changed, until the call returns), and both arrays end with a
-        // null pointer; the
-        // file actions and attributes were initialised by their constructors and are
-        // destroyed only when dropped after this call; `pid` is ours to write.
-        let rc = unsafe {
-            libc::posix_spawn(
-                &mut pid,
-                self.program.as_ptr(),
-                &actions.0,
-                &attr.0,
-                argv.as_ptr(),
-                envp.as_ptr(),
+        envp.push(std::ptr::null());
+        let mut plan = Plan {
+            program: self.program.as_ptr(),
+            argv: argv.as_ptr(),
+            envp: envp.as_ptr(),
+            dir: self.dir.as_ref().map_or(std::ptr::null(), |d| d.as_ptr()),
+            fds: [stdin_fd, out_w.as_raw_fd(), err_w.as_raw_fd()],
+            normal: spawns_need_normal_policy(),
+            err: 0,
+        };
+        let mut stack = std::mem::MaybeUninit::<ChildStack>::uninit();
+        // The top of the child's stack (stacks grow down on every Linux target Rust
+        // supports); `ChildStack` is 16-byte aligned and a multiple of 16 long.
+        let top = stack
+            .as_mut_ptr()
+            .cast::<u8>()
+            .wrapping_add(std::mem::size_of::<ChildStack>())
+            .cast::<libc::c_void>();
+        // Every signal blocked, glibc's internal ones too: the child starts with this
+        // mask, so no handler of portico's can run in it while it shares portico's
+        // memory; it sets its own mask just before the exec.
+        let old = signals::block_all()?;
+        // SAFETY: `exec_child` runs on `stack`, which nothing else uses, while this thread
+        // is suspended (CLONE_VFORK) until the child has exec'd or exited, so the stack,
+        // `plan` and everything it points into (`self`'s strings, `argv`, `envp`, the
+        // descriptors) outlive the child's use of them; the child only reads `plan`
+        // and writes `plan.err`, and makes async-signal-safe calls.
+        let pid = unsafe {
+            libc::clone(
+                exec_child,
+                top,
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                (&raw mut plan).cast::<libc::c_void>(),
             )
         };
-        if rc != 0 {
-            return Err(io::Error::from_raw_os_error(rc));
+        let clone_error = (pid < 0).then(io::Error::last_os_error);
+        signals::set_mask(&old);
+        if let Some(e) = clone_error {
+            return Err(e);
+        }
+        // SAFETY: the child wrote `err` (or not) before this thread resumed; a volatile
+        // read, as the compiler does not see that write.
+        let err = unsafe { std::ptr::read_volatile(&raw const plan.err) };
+        if err != 0 {
+            // The child exited (127) without exec'ing: reap it here.
+            let mut status = 0;
+            // SAFETY: waitpid on our own child with a status int we own.
+            while unsafe { libc::waitpid(pid, &mut status, 0) } < 0
+                && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
+            {}
+            return Err(io::Error::from_raw_os_error(err));
         }
         // The child's ends close here in the parent, so EOF comes when the child's do.
         drop((out_w, err_w, child_in));
@@ -420,6 +451,241 @@ impl Spawn {
             stderr: err_r,
         })
     }
+}
+
+/// What the child reads between the `clone` and the `execve`, all set up by the parent.
+struct Plan {
+    program: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    /// The working directory; null: the parent's.
+    dir: *const libc::c_char,
+    /// What becomes the child's descriptors 0, 1 and 2.
+    fds: [RawFd; 3],
+    /// Put the child back to `SCHED_OTHER` ([`spawns_need_normal_policy`]).
+    normal: bool,
+    /// Written by the child when a step fails: its errno (0: the child exec'd).
+    err: libc::c_int,
+}
+
+/// The child's stack: its part of [`Spawn::spawn`] calls a handful of functions with
+/// small frames (glibc gives the same part 32 KiB).
+#[repr(C, align(16))]
+struct ChildStack([u8; 32 * 1024]);
+
+/// The child's side of [`Spawn::spawn`], in the order of glibc's `posix_spawn`: every
+/// signal to its default action, the scheduling policy, a process group of its own,
+/// descriptors 0–2, the working directory, an empty signal mask, then `execve`. A step
+/// that fails leaves its errno in `Plan::err` and ends the child with 127.
+///
+/// Runs in the parent's memory on its own stack while the parent is suspended: only
+/// async-signal-safe calls, no allocation, nothing that can panic. (errno is the
+/// suspended thread's; nothing reads it in between.) Every signal is blocked from the
+/// `clone` until just before the `execve`, and by then each is at its default.
+extern "C" fn exec_child(arg: *mut libc::c_void) -> libc::c_int {
+    let plan = arg.cast::<Plan>();
+    // SAFETY: `arg` is the `Plan` the parent passed to clone, alive and unchanged until
+    // the parent resumes; every pointer in it is valid for the calls below (see the
+    // parent's SAFETY note), and each call is async-signal-safe.
+    unsafe {
+        // Each signal to SIG_DFL, one call each: the dispositions the child has are
+        // portico's (handlers that must not run here, SIGPIPE ignored by Rust, whatever
+        // portico inherited ignored).
+        for sig in 1..=64 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                signals::default_action(sig);
+            }
+        }
+        if (*plan).normal {
+            let param = libc::sched_param { sched_priority: 0 };
+            if libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) != 0 {
+                child_failed(plan);
+            }
+        }
+        if libc::setpgid(0, 0) != 0 {
+            child_failed(plan);
+        }
+        for (to, from) in [0, 1, 2].into_iter().zip((*plan).fds) {
+            // A descriptor already in place only loses close-on-exec (dup2 onto itself
+            // would do nothing, and it would close at the exec).
+            let rc = if from == to {
+                libc::fcntl(from, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(from, to)
+            };
+            if rc < 0 {
+                child_failed(plan);
+            }
+        }
+        if !(*plan).dir.is_null() && libc::chdir((*plan).dir) != 0 {
+            child_failed(plan);
+        }
+        signals::set_mask(&signals::SignalMask::EMPTY);
+        libc::execve((*plan).program, (*plan).argv, (*plan).envp);
+        child_failed(plan)
+    }
+}
+
+/// Records the errno of the step that failed for the parent and ends the child.
+///
+/// # Safety
+/// Only in [`exec_child`], with its `Plan`.
+unsafe fn child_failed(plan: *mut Plan) -> ! {
+    // SAFETY: per the contract, `plan` is the live Plan; `_exit` ends only the child.
+    unsafe {
+        let e = *libc::__errno_location();
+        std::ptr::write_volatile(&raw mut (*plan).err, if e == 0 { libc::EINVAL } else { e });
+        libc::_exit(127)
+    }
+}
+
+/// The signal calls of [`Spawn::spawn`] and its child, straight to the kernel where its
+/// signal set is 64 bits: glibc's wrappers leave out glibc's two internal signals (32
+/// and 33), which its own `posix_spawn` blocks and then ignores in the child.
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64",
+    target_arch = "loongarch64"
+))]
+mod signals {
+    use std::io;
+
+    /// A thread's signal mask as the kernel has it.
+    #[derive(Clone, Copy)]
+    pub(super) struct SignalMask(u64);
+
+    impl SignalMask {
+        pub(super) const EMPTY: SignalMask = SignalMask(0);
+    }
+
+    /// Blocks every signal in the calling thread; the mask it had.
+    pub(super) fn block_all() -> io::Result<SignalMask> {
+        let all: u64 = !0;
+        let mut old: u64 = 0;
+        // SAFETY: rt_sigprocmask reads and writes two 8-byte kernel sigsets we own.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigprocmask,
+                libc::SIG_SETMASK,
+                &all,
+                &mut old,
+                8,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(SignalMask(old))
+    }
+
+    /// Sets the calling thread's signal mask (async-signal-safe).
+    pub(super) fn set_mask(mask: &SignalMask) {
+        // SAFETY: rt_sigprocmask reads the 8-byte kernel sigset we own.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigprocmask,
+                libc::SIG_SETMASK,
+                &mask.0,
+                std::ptr::null_mut::<u64>(),
+                8,
+            );
+        }
+    }
+
+    /// Puts `sig` back to its default action (async-signal-safe): a zeroed kernel
+    /// `sigaction` (handler, flags, restorer, mask: 32 bytes on these targets) is
+    /// SIG_DFL with no flags and an empty mask.
+    pub(super) fn default_action(sig: libc::c_int) {
+        let dfl = [0u64; 4];
+        // SAFETY: rt_sigaction reads the zeroed struct we own; no old action is asked.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &dfl,
+                std::ptr::null_mut::<u64>(),
+                8,
+            );
+        }
+    }
+}
+
+/// Elsewhere the kernel's signal set may be larger: glibc's calls.
+#[cfg(not(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64",
+    target_arch = "loongarch64"
+)))]
+mod signals {
+    use std::io;
+
+    #[derive(Clone, Copy)]
+    pub(super) struct SignalMask(libc::sigset_t);
+
+    impl SignalMask {
+        // SAFETY: an all-zero sigset_t is the empty set.
+        pub(super) const EMPTY: SignalMask = SignalMask(unsafe { std::mem::zeroed() });
+    }
+
+    pub(super) fn block_all() -> io::Result<SignalMask> {
+        // SAFETY: both sets are ours; sigfillset fills the first.
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            let rc = libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+            if rc != 0 {
+                return Err(io::Error::from_raw_os_error(rc));
+            }
+            Ok(SignalMask(old))
+        }
+    }
+
+    pub(super) fn set_mask(mask: &SignalMask) {
+        // SAFETY: reads the set we own.
+        unsafe {
+            libc::sigprocmask(libc::SIG_SETMASK, &mask.0, std::ptr::null_mut());
+        }
+    }
+
+    pub(super) fn default_action(sig: libc::c_int) {
+        // SAFETY: SIG_DFL installs no handler.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
+}
+
+/// `/dev/null`, open for reading for the life of the process (close-on-exec; a child
+/// gets it by dup2), for scripts without a body. Kept above 2 so that it is never one
+/// of the descriptors it is copied onto.
+fn dev_null() -> io::Result<RawFd> {
+    // Only a success is kept: a failure (out of descriptors, say) is this spawn's alone.
+    static NULL: std::sync::OnceLock<OwnedFd> = std::sync::OnceLock::new();
+    if let Some(fd) = NULL.get() {
+        return Ok(fd.as_raw_fd());
+    }
+    // SAFETY: a static NUL-terminated path; the result is checked.
+    let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: just opened, owned by nothing else.
+    let mut fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    if fd.as_raw_fd() <= 2 {
+        // SAFETY: duplicates our descriptor to the lowest free number from 3.
+        let high = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+        if high < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: as above: new, and owned by nothing else.
+        fd = unsafe { OwnedFd::from_raw_fd(high) };
+    }
+    // Another thread may have got there first; its descriptor is kept, this one closed.
+    let kept = NULL.get_or_init(|| fd);
+    Ok(kept.as_raw_fd())
 }
 
 /// A pipe whose both ends close on exec (the child gets its end through dup2).
@@ -434,62 +700,8 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(r), OwnedFd::from_raw_fd(w)) })
 }
 
-fn check(rc: libc::c_int) -> io::Result<()> {
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::from_raw_os_error(rc))
-    }
-}
-
-/// `posix_spawn_file_actions_t`, destroyed on drop.
-struct Actions(libc::posix_spawn_file_actions_t);
-
-impl Actions {
-    fn new() -> io::Result<Actions> {
-        // SAFETY: the type is plain data; init fills it in before any other use.
-        let mut a = Actions(unsafe { std::mem::zeroed() });
-        // SAFETY: init on our own zeroed value.
-        check(unsafe { libc::posix_spawn_file_actions_init(&mut a.0) })?;
-        Ok(a)
-    }
-
-    fn dup2(&mut self, fd: RawFd, to: RawFd) -> io::Result<()> {
-        // SAFETY: an initialised actions object; fd numbers only.
-        check(unsafe { libc::posix_spawn_file_actions_adddup2(&mut self.0, fd, to) })
-    }
-
-    fn open_null(&mut self, to: RawFd) -> io::Result<()> {
-        // SAFETY: an initialised actions object; the path is a static NUL-terminated
-        // string (glibc copies it).
-        check(unsafe {
-            libc::posix_spawn_file_actions_addopen(
-                &mut self.0,
-                to,
-                c"/dev/null".as_ptr(),
-                libc::O_RDONLY,
-                0,
-            )
-        })
-    }
-
-    fn chdir(&mut self, dir: &CString) -> io::Result<()> {
-        // SAFETY: an initialised actions object; glibc copies the path.
-        check(unsafe { libc::posix_spawn_file_actions_addchdir_np(&mut self.0, dir.as_ptr()) })
-    }
-}
-
-impl Drop for Actions {
-    fn drop(&mut self) {
-        // SAFETY: initialised in `new`, destroyed once.
-        unsafe {
-            libc::posix_spawn_file_actions_destroy(&mut self.0);
-        }
-    }
-}
-
 /// For a forked child just before its `exec` (`CommandExt::pre_exec`): every signal back
-/// to its default action, as [`Attr`] does for scripts, so a managed FastCGI child does
+/// to its default action, as [`exec_child`] does for scripts, so a managed FastCGI child does
 /// not inherit what portico was started with ignoring (a SIGHUP under `nohup`). Only
 /// `signal(2)`, which is async-signal-safe; glibc refuses its own internal signals, and
 /// that refusal is ignored.
@@ -503,67 +715,6 @@ pub fn default_signals() -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// `posix_spawnattr_t` set for a script: own process group, empty signal mask, every
-/// signal at its default action.
-///
-/// Every signal, not only SIGPIPE (which Rust ignores in portico): the script starts the
-/// same whatever portico inherited (a SIGHUP ignored by `nohup`), and it is cheaper.
-/// glibc's child side of `posix_spawn` visits each signal: one in the "default" set is
-/// set to SIG_DFL with one `rt_sigaction`; any other is first read back and then set,
-/// two calls. With only SIGPIPE listed, strace showed 120 `rt_sigaction` calls in
-/// every child before its `execve`; now there are 62.
-struct Attr(libc::posix_spawnattr_t);
-
-impl Attr {
-    /// With `normal`, the child is also set to `SCHED_OTHER` (it is started from a
-    /// thread that portico made `SCHED_BATCH`, see [`batch_this_thread`]).
-    fn new(normal: bool) -> io::Result<Attr> {
-        // SAFETY: the type is plain data; init fills it in before any other use.
-        let mut a = Attr(unsafe { std::mem::zeroed() });
-        // SAFETY: each call takes our initialised attribute object and plain values or
-        // signal sets we own.
-        unsafe {
-            check(libc::posix_spawnattr_init(&mut a.0))?;
-            let mut empty: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut empty);
-            let mut default: libc::sigset_t = std::mem::zeroed();
-            // glibc leaves its own internal signals out of a filled set.
-            libc::sigfillset(&mut default);
-            libc::sigdelset(&mut default, libc::SIGKILL);
-            libc::sigdelset(&mut default, libc::SIGSTOP);
-            check(libc::posix_spawnattr_setsigmask(&mut a.0, &empty))?;
-            check(libc::posix_spawnattr_setsigdefault(&mut a.0, &default))?;
-            check(libc::posix_spawnattr_setpgroup(&mut a.0, 0))?;
-            let mut flags = libc::POSIX_SPAWN_SETPGROUP
-                | libc::POSIX_SPAWN_SETSIGMASK
-                | libc::POSIX_SPAWN_SETSIGDEF;
-            if normal {
-                let param = libc::sched_param { sched_priority: 0 };
-                check(libc::posix_spawnattr_setschedpolicy(
-                    &mut a.0,
-                    libc::SCHED_OTHER,
-                ))?;
-                check(libc::posix_spawnattr_setschedparam(&mut a.0, &param))?;
-                flags |= libc::POSIX_SPAWN_SETSCHEDULER;
-            }
-            check(libc::posix_spawnattr_setflags(
-                &mut a.0,
-                libc::c_short::try_from(flags).unwrap_or(0),
-            ))?;
-        }
-        Ok(a)
-    }
-}
-
-impl Drop for Attr {
-    fn drop(&mut self) {
-        // SAFETY: initialised in `new`, destroyed once.
-        unsafe {
-            libc::posix_spawnattr_destroy(&mut self.0);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -725,6 +876,85 @@ mod tests {
         assert!(batched, "an inherited batch policy counts as portico's");
         assert_eq!(unasked, libc::SCHED_OTHER.to_string());
         assert_eq!(asked, libc::SCHED_OTHER.to_string());
+    }
+
+    /// The children of the calling thread (running or not yet reaped).
+    fn children_of_this_thread() -> String {
+        std::fs::read_to_string("/proc/thread-self/children").expect("children")
+    }
+
+    #[test]
+    fn a_step_that_fails_before_the_exec_is_reported_and_its_child_reaped() {
+        // A fresh thread: only the children it makes are listed for it.
+        std::thread::spawn(|| {
+            let mut cmd = Spawn::new(Path::new("/bin/true")).expect("program");
+            cmd.dir(Path::new("/nonexistent/dir")).expect("dir");
+            let e = cmd.spawn(Stdin::Null).err().expect("an error");
+            assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
+            // Not executable (no x bit, which even root needs): the exec fails after
+            // every other step.
+            let dir = std::env::temp_dir().join(format!("portico-noexec-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("dir");
+            let file = dir.join("plain.txt");
+            std::fs::write(&file, "not a program\n").expect("write");
+            let cmd = Spawn::new(&file).expect("program");
+            let e = cmd.spawn(Stdin::Pipe).err().expect("an error");
+            let _ = std::fs::remove_dir_all(&dir);
+            assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}");
+            assert_eq!(children_of_this_thread().trim(), "", "a child left behind");
+            // And one that runs is this thread's child until reaped.
+            let spawned = Spawn::new(Path::new("/bin/true"))
+                .expect("program")
+                .spawn(Stdin::Null)
+                .expect("spawn");
+            assert!(
+                children_of_this_thread().contains(&spawned.pid.to_string()),
+                "the listing shows this thread's children"
+            );
+            let mut status = 0;
+            // SAFETY: waitpid on the child just spawned, with a status int we own.
+            assert_eq!(
+                unsafe { libc::waitpid(spawned.pid, &mut status, 0) },
+                spawned.pid
+            );
+        })
+        .join()
+        .expect("thread");
+    }
+
+    #[test]
+    fn the_child_has_its_pipes_as_0_1_and_2_and_no_other_descriptor_of_portico() {
+        // A descriptor of this process not marked close-on-exec would show up too.
+        let mut cmd = Spawn::new(Path::new("/bin/ls")).expect("program");
+        cmd.arg(b"/proc/self/fd").expect("arg");
+        let spawned = cmd.spawn(Stdin::Pipe).expect("spawn");
+        let mut out = String::new();
+        std::fs::File::from(spawned.stdout)
+            .read_to_string(&mut out)
+            .expect("stdout");
+        let mut status = 0;
+        // SAFETY: waitpid on the child just spawned, with a status int we own.
+        unsafe { libc::waitpid(spawned.pid, &mut status, 0) };
+        // 0-2 and the directory ls is reading; past those, only what this process holds
+        // without close-on-exec (what the test runner was started with, say).
+        let inherited = |fd: &str| {
+            fd.parse::<RawFd>().is_ok_and(|fd| {
+                // SAFETY: F_GETFD on a number; a closed one fails.
+                let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+                flags >= 0 && flags & libc::FD_CLOEXEC == 0
+            })
+        };
+        let fds: Vec<&str> = out.lines().collect();
+        assert!(fds.starts_with(&["0", "1"]), "{fds:?}");
+        for want in ["2", "3"] {
+            assert!(fds.contains(&want), "{fds:?}");
+        }
+        let extra: Vec<&&str> = fds
+            .iter()
+            .filter(|fd| !["0", "1", "2", "3"].contains(fd) && !inherited(fd))
+            .collect();
+        assert!(extra.is_empty(), "leaked {extra:?} of {fds:?}");
+        assert!(spawned.stdin.is_some());
     }
 
     #[test]
