@@ -658,6 +658,9 @@ fn probe(root: &Path, prefix: &[u8]) -> Probe {
 }
 
 fn check_file(root: &Path, path: &Path) -> Probe {
+    if let Some(probe) = check_plain(root, path) {
+        return probe;
+    }
     let canonical = match fs::canonicalize(path) {
         Ok(c) => c,
         Err(e)
@@ -674,10 +677,53 @@ fn check_file(root: &Path, path: &Path) -> Probe {
         // A symlink (here or in a parent) leads out of the root.
         return Probe::Refused("leaves the CGI root".into());
     }
-    let meta = match fs::metadata(&canonical) {
-        Ok(m) => m,
-        Err(e) => return Probe::Refused(e.to_string()),
-    };
+    match fs::metadata(&canonical) {
+        Ok(meta) => classify(&meta, canonical),
+        Err(e) => Probe::Refused(e.to_string()),
+    }
+}
+
+/// [`check_file`] for the usual case, a path that is the canonical `root` followed by
+/// plain names (no empty, `.` or `..` segment): one `lstat` per name below the root
+/// instead of `realpath`'s `readlink` of every component from `/` (five of a CGI
+/// request's fifty-odd system calls for a script at the root's top). None of them a
+/// symlink, the path is its own canonical form, inside the root. `None` when the path
+/// is not of that form, a name is a symlink, or an `lstat` fails other than by a
+/// missing name: `realpath` then decides, as before.
+fn check_plain(root: &Path, path: &Path) -> Option<Probe> {
+    let rel = path
+        .as_os_str()
+        .as_bytes()
+        .strip_prefix(root.as_os_str().as_bytes())?
+        .strip_prefix(b"/")?;
+    let plain = |seg: &[u8]| !seg.is_empty() && seg != b"." && seg != b"..";
+    if !rel.split(|&b| b == b'/').all(plain) {
+        return None;
+    }
+    let mut at = PathBuf::with_capacity(path.as_os_str().len());
+    at.push(root);
+    let mut last = None;
+    for seg in rel.split(|&b| b == b'/') {
+        at.push(OsStr::from_bytes(seg));
+        match fs::symlink_metadata(&at) {
+            Ok(meta) if meta.file_type().is_symlink() => return None,
+            Ok(meta) => last = Some(meta),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
+                return Some(Probe::Missing);
+            }
+            Err(_) => return None,
+        }
+    }
+    Some(classify(&last?, at))
+}
+
+/// What the file at `canonical` (no symlink in it) is to a CGI route.
+fn classify(meta: &fs::Metadata, canonical: PathBuf) -> Probe {
     if meta.is_dir() {
         Probe::Directory
     } else if !meta.is_file() {
@@ -1468,6 +1514,67 @@ mod tests {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    #[test]
+    fn plain_paths_are_checked_name_by_name_and_the_rest_by_realpath_with_the_same_answers() {
+        use std::os::unix::fs::{PermissionsExt, symlink};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = fs::canonicalize(dir.path()).expect("canonical tempdir");
+        let root = base.join("root");
+        fs::create_dir_all(root.join("sub")).expect("mkdir");
+        let script = |p: &Path| {
+            fs::write(p, "#!/bin/sh\n").expect("write");
+            fs::set_permissions(p, fs::Permissions::from_mode(0o755)).expect("chmod");
+        };
+        script(&root.join("tiny"));
+        script(&root.join("sub/s.cgi"));
+        script(&base.join("outside.cgi"));
+        fs::write(root.join("plain.txt"), "x").expect("write");
+        symlink("sub/s.cgi", root.join("link.cgi")).expect("symlink");
+        symlink("sub", root.join("dirlink")).expect("symlink");
+        symlink("../outside.cgi", root.join("out.cgi")).expect("symlink");
+        let fifo = std::ffi::CString::new(root.join("fifo").as_os_str().as_bytes()).expect("path");
+        // SAFETY: a NUL-terminated path we own.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o755) }, 0);
+
+        let show = |p: Probe| match p {
+            Probe::Script(at) => format!(
+                "script {}",
+                at.strip_prefix(&root)
+                    .map_or_else(|_| at.display().to_string(), |r| r.display().to_string())
+            ),
+            Probe::Directory => "directory".into(),
+            Probe::Missing => "missing".into(),
+            Probe::Refused(why) => format!("refused: {why}"),
+        };
+        // (path under the root, the answer, whether the name-by-name check gives it)
+        let cases = [
+            ("tiny", "script tiny", true),
+            ("sub/s.cgi", "script sub/s.cgi", true),
+            ("sub", "directory", true),
+            ("missing", "missing", true),
+            ("tiny/extra", "missing", true),
+            ("plain.txt", "refused: not executable", true),
+            ("fifo", "refused: not a regular file", true),
+            // Trailing slash or dot on a file: realpath's "not a directory".
+            ("tiny/", "missing", false),
+            ("tiny/.", "missing", false),
+            ("sub/../tiny", "script tiny", false),
+            ("link.cgi", "script sub/s.cgi", false),
+            ("dirlink/s.cgi", "script sub/s.cgi", false),
+            ("out.cgi", "refused: leaves the CGI root", false),
+        ];
+        for (rel, want, plain) in cases {
+            let path = PathBuf::from(format!("{}/{rel}", root.display()));
+            assert_eq!(show(check_file(&root, &path)), want, "{rel}");
+            assert_eq!(check_plain(&root, &path).is_some(), plain, "{rel}");
+        }
+        // Outside the root altogether (fcgiwrap mode's SCRIPT_FILENAME).
+        assert_eq!(
+            show(check_file(&root, &base.join("outside.cgi"))),
+            "refused: leaves the CGI root"
+        );
     }
 
     #[test]
