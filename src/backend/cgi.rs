@@ -496,9 +496,11 @@ enum Probe {
 
 /// A route's root as `realpath(3)` gives it, kept for a second ([`Root::FRESH_MS`]): a
 /// request spares the `readlink` of each of the root's components (4 of a CGI
-/// request's 60-odd system calls under `benches/cgi.sh`). Scripts are still resolved in
-/// full on every request, so a symlink that leads out of the root is refused as soon as
-/// it appears. A root that is a symlink re-pointed by a deploy: a request that the kept
+/// request's 60-odd system calls under `benches/cgi.sh`). The names below the root are
+/// checked on every request ([`check_file`]), so a symlink there that leads out of the
+/// root is refused as soon as it appears; the root itself is checked to still be a
+/// directory and not a symlink, but the directories above it are taken as they were when
+/// the root was last resolved. A root that is a symlink re-pointed by a deploy: a request that the kept
 /// root refuses (403) or does not find (404) looks the root up again and, if it moved,
 /// is resolved once more under the new one (`CgiBackend::call`); a script found under
 /// the kept root (the old release, still there) runs from it for up to a second.
@@ -658,9 +660,11 @@ fn probe(root: &Path, prefix: &[u8]) -> Probe {
 }
 
 fn check_file(root: &Path, path: &Path) -> Probe {
-    if let Some(probe) = check_plain(root, path) {
-        return probe;
-    }
+    check_plain(root, path).unwrap_or_else(|| check_realpath(root, path))
+}
+
+/// [`check_file`] in full: `realpath(3)`, which must land inside the root.
+fn check_realpath(root: &Path, path: &Path) -> Probe {
     let canonical = match fs::canonicalize(path) {
         Ok(c) => c,
         Err(e)
@@ -684,24 +688,29 @@ fn check_file(root: &Path, path: &Path) -> Probe {
 }
 
 /// [`check_file`] for the usual case, a path that is the canonical `root` followed by
-/// plain names (no empty, `.` or `..` segment): one `lstat` per name below the root
-/// instead of `realpath`'s `readlink` of every component from `/` (five of a CGI
-/// request's fifty-odd system calls for a script at the root's top). None of them a
-/// symlink, the path is its own canonical form, inside the root. `None` when the path
-/// is not of that form, a name is a symlink, or an `lstat` fails other than by a
-/// missing name: `realpath` then decides, as before.
+/// plain names (no empty, `.` or `..` segment, no NUL): an `lstat` of the root (still a
+/// directory, not replaced by a symlink) and one per name below it, instead of
+/// `realpath`'s `readlink` of every component from `/` (five of a CGI request's
+/// fifty-odd system calls for a script at the root's top). None of them a symlink, the
+/// path is its own canonical form as long as the directories above the root are as
+/// they were when it was resolved ([`Root`]). `None` when the path is not of that form,
+/// the root or a name is a symlink, or an `lstat` fails other than by a missing name
+/// (or a name under a file, `ENOTDIR`): [`check_realpath`] then decides.
 fn check_plain(root: &Path, path: &Path) -> Option<Probe> {
     let rel = path
         .as_os_str()
         .as_bytes()
         .strip_prefix(root.as_os_str().as_bytes())?
         .strip_prefix(b"/")?;
-    let plain = |seg: &[u8]| !seg.is_empty() && seg != b"." && seg != b"..";
+    let plain = |seg: &[u8]| !seg.is_empty() && seg != b"." && seg != b".." && !seg.contains(&0);
     if !rel.split(|&b| b == b'/').all(plain) {
         return None;
     }
-    let mut at = PathBuf::with_capacity(path.as_os_str().len());
-    at.push(root);
+    let top = fs::symlink_metadata(root).ok()?;
+    if !top.is_dir() {
+        return None;
+    }
+    let mut at = root.to_path_buf();
     let mut last = None;
     for seg in rel.split(|&b| b == b'/') {
         at.push(OsStr::from_bytes(seg));
@@ -1523,6 +1532,7 @@ mod tests {
         let base = fs::canonicalize(dir.path()).expect("canonical tempdir");
         let root = base.join("root");
         fs::create_dir_all(root.join("sub")).expect("mkdir");
+        fs::create_dir_all(base.join("rootx")).expect("mkdir");
         let script = |p: &Path| {
             fs::write(p, "#!/bin/sh\n").expect("write");
             fs::set_permissions(p, fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -1530,49 +1540,117 @@ mod tests {
         script(&root.join("tiny"));
         script(&root.join("sub/s.cgi"));
         script(&base.join("outside.cgi"));
+        script(&base.join("rootx/s.cgi"));
         fs::write(root.join("plain.txt"), "x").expect("write");
         symlink("sub/s.cgi", root.join("link.cgi")).expect("symlink");
         symlink("sub", root.join("dirlink")).expect("symlink");
         symlink("../outside.cgi", root.join("out.cgi")).expect("symlink");
+        symlink("..", root.join("up")).expect("symlink");
+        symlink("nowhere", root.join("dangling.cgi")).expect("symlink");
         let fifo = std::ffi::CString::new(root.join("fifo").as_os_str().as_bytes()).expect("path");
         // SAFETY: a NUL-terminated path we own.
         assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o755) }, 0);
 
         let show = |p: Probe| match p {
-            Probe::Script(at) => format!(
-                "script {}",
-                at.strip_prefix(&root)
-                    .map_or_else(|_| at.display().to_string(), |r| r.display().to_string())
-            ),
+            Probe::Script(at) => format!("script {}", at.display()),
             Probe::Directory => "directory".into(),
             Probe::Missing => "missing".into(),
             Probe::Refused(why) => format!("refused: {why}"),
         };
-        // (path under the root, the answer, whether the name-by-name check gives it)
+        let r = root.display().to_string();
+        // (path, the answer, whether the name-by-name check gives it)
         let cases = [
-            ("tiny", "script tiny", true),
-            ("sub/s.cgi", "script sub/s.cgi", true),
-            ("sub", "directory", true),
-            ("missing", "missing", true),
-            ("tiny/extra", "missing", true),
-            ("plain.txt", "refused: not executable", true),
-            ("fifo", "refused: not a regular file", true),
+            (format!("{r}/tiny"), format!("script {r}/tiny"), true),
+            (
+                format!("{r}/sub/s.cgi"),
+                format!("script {r}/sub/s.cgi"),
+                true,
+            ),
+            (format!("{r}/sub"), "directory".into(), true),
+            (format!("{r}/missing"), "missing".into(), true),
+            (format!("{r}/missing/x"), "missing".into(), true),
+            (format!("{r}/tiny/extra"), "missing".into(), true),
+            (
+                format!("{r}/plain.txt"),
+                "refused: not executable".into(),
+                true,
+            ),
+            (
+                format!("{r}/fifo"),
+                "refused: not a regular file".into(),
+                true,
+            ),
             // Trailing slash or dot on a file: realpath's "not a directory".
-            ("tiny/", "missing", false),
-            ("tiny/.", "missing", false),
-            ("sub/../tiny", "script tiny", false),
-            ("link.cgi", "script sub/s.cgi", false),
-            ("dirlink/s.cgi", "script sub/s.cgi", false),
-            ("out.cgi", "refused: leaves the CGI root", false),
+            (format!("{r}/tiny/"), "missing".into(), false),
+            (format!("{r}/tiny/."), "missing".into(), false),
+            (format!("{r}//tiny"), format!("script {r}/tiny"), false),
+            (
+                format!("{r}/sub/../tiny"),
+                format!("script {r}/tiny"),
+                false,
+            ),
+            (
+                format!("{r}/link.cgi"),
+                format!("script {r}/sub/s.cgi"),
+                false,
+            ),
+            (
+                format!("{r}/dirlink/s.cgi"),
+                format!("script {r}/sub/s.cgi"),
+                false,
+            ),
+            (format!("{r}/dangling.cgi"), "missing".into(), false),
+            (
+                format!("{r}/out.cgi"),
+                "refused: leaves the CGI root".into(),
+                false,
+            ),
+            (
+                format!("{r}/up/outside.cgi"),
+                "refused: leaves the CGI root".into(),
+                false,
+            ),
+            // A sibling whose name starts with the root's, and a file outside
+            // altogether (fcgiwrap mode's SCRIPT_FILENAME).
+            (
+                format!("{r}x/s.cgi"),
+                "refused: leaves the CGI root".into(),
+                false,
+            ),
+            (
+                format!("{}/outside.cgi", base.display()),
+                "refused: leaves the CGI root".into(),
+                false,
+            ),
         ];
-        for (rel, want, plain) in cases {
-            let path = PathBuf::from(format!("{}/{rel}", root.display()));
-            assert_eq!(show(check_file(&root, &path)), want, "{rel}");
-            assert_eq!(check_plain(&root, &path).is_some(), plain, "{rel}");
+        for (path, want, plain) in &cases {
+            let path = PathBuf::from(path);
+            assert_eq!(show(check_file(&root, &path)), *want, "{}", path.display());
+            let fast = check_plain(&root, &path);
+            assert_eq!(fast.is_some(), *plain, "{}", path.display());
+            // Where the name-by-name check answers, realpath answers the same.
+            if let Some(fast) = fast {
+                assert_eq!(
+                    show(fast),
+                    show(check_realpath(&root, &path)),
+                    "{}",
+                    path.display()
+                );
+            }
         }
-        // Outside the root altogether (fcgiwrap mode's SCRIPT_FILENAME).
+        // A NUL in a web server's SCRIPT_FILENAME: refused, as before (not "missing").
+        let nul = PathBuf::from(format!("{r}/missing/a\0b"));
+        assert!(check_plain(&root, &nul).is_none());
+        assert!(matches!(check_file(&root, &nul), Probe::Refused(_)));
+        // A root replaced by a symlink is left to realpath (which here lands outside
+        // the root as it was resolved, and refuses).
+        let moved = base.join("moved");
+        fs::rename(&root, &moved).expect("rename");
+        symlink(base.join("rootx"), &root).expect("symlink");
+        let path = root.join("s.cgi");
+        assert!(check_plain(&root, &path).is_none());
         assert_eq!(
-            show(check_file(&root, &base.join("outside.cgi"))),
+            show(check_file(&root, &path)),
             "refused: leaves the CGI root"
         );
     }
