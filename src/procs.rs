@@ -870,14 +870,21 @@ mod tests {
         cmd.arg(b"awk '{print $41}' /proc/self/stat").expect("arg");
         cmd.env(b"PATH", b"/usr/bin:/bin").expect("env");
         let spawned = cmd.spawn(Stdin::Null).expect("spawn");
+        output_then_reap(spawned.stdout, spawned.pid)
+            .trim()
+            .to_string()
+    }
+
+    /// All the child's stdout, then its exit collected.
+    fn output_then_reap(stdout: OwnedFd, pid: i32) -> String {
         let mut out = String::new();
-        std::fs::File::from(spawned.stdout)
+        std::fs::File::from(stdout)
             .read_to_string(&mut out)
             .expect("stdout");
         let mut status = 0;
-        // SAFETY: waitpid on the child just spawned, with a status int we own.
-        unsafe { libc::waitpid(spawned.pid, &mut status, 0) };
-        out.trim().to_string()
+        // SAFETY: waitpid on our own child, with a status int we own.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        out
     }
 
     #[test]
@@ -976,13 +983,7 @@ mod tests {
             pipe_name(&spawned.stderr),
         ];
         drop(stdin);
-        let mut out = String::new();
-        std::fs::File::from(spawned.stdout)
-            .read_to_string(&mut out)
-            .expect("stdout");
-        let mut status = 0;
-        // SAFETY: waitpid on the child just spawned, with a status int we own.
-        unsafe { libc::waitpid(spawned.pid, &mut status, 0) };
+        let out = output_then_reap(spawned.stdout, spawned.pid);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(
             lines.get(..3),
