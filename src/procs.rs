@@ -478,8 +478,9 @@ struct ChildStackMap {
 
 impl Drop for ChildStackMap {
     fn drop(&mut self) {
-        // SAFETY: the mapping made in `child_stack_top`, unmapped once; no child can be
-        // using it, as the thread that owns it is ending.
+        // SAFETY: the mapping made in `ChildStackMap::new`, unmapped once; no child is
+        // using it: either the guard could not be set and it was never handed out, or
+        // the thread that owns it (and is suspended while a child runs) is ending.
         unsafe {
             libc::munmap(self.base, self.len);
         }
@@ -491,49 +492,57 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-/// The top of the calling thread's child stack (stacks grow down on every Linux target),
-/// mapping it on first use.
+impl ChildStackMap {
+    /// Maps the stack, its lowest page the guard.
+    fn new() -> io::Result<ChildStackMap> {
+        // SAFETY: the page size is a plain query.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+            .ok()
+            .filter(|&p| p > 0)
+            .unwrap_or(4096);
+        let len = CHILD_STACK + page;
+        // SAFETY: a new private anonymous mapping; the result is checked.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        // Unmapped on drop if the guard cannot be set.
+        let mapped = ChildStackMap { base, len };
+        // SAFETY: the first page of the mapping just made.
+        if unsafe { libc::mprotect(base, page, libc::PROT_NONE) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(mapped)
+    }
+
+    /// Its top (stacks grow down on every Linux target); page-aligned, so 16-byte
+    /// aligned.
+    fn top(&self) -> *mut libc::c_void {
+        self.base
+            .cast::<u8>()
+            .wrapping_add(self.len)
+            .cast::<libc::c_void>()
+    }
+}
+
+/// The top of the calling thread's child stack, mapping it on first use.
 fn child_stack_top() -> io::Result<*mut libc::c_void> {
     CHILD_STACK_MAP.with(|cell| {
         let mut map = cell.borrow_mut();
-        if map.is_none() {
-            // SAFETY: the page size is a plain query.
-            let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
-                .ok()
-                .filter(|&p| p > 0)
-                .unwrap_or(4096);
-            let len = CHILD_STACK + page;
-            // SAFETY: a new private anonymous mapping; the result is checked.
-            let base = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
-                    -1,
-                    0,
-                )
-            };
-            if base == libc::MAP_FAILED {
-                return Err(io::Error::last_os_error());
-            }
-            let mapped = ChildStackMap { base, len };
-            // The lowest page is the guard.
-            // SAFETY: the first page of the mapping just made.
-            if unsafe { libc::mprotect(base, page, libc::PROT_NONE) } != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            *map = Some(mapped);
-        }
-        match map.as_ref() {
-            // Page-aligned, so 16-byte aligned.
-            Some(m) => Ok(m
-                .base
-                .cast::<u8>()
-                .wrapping_add(m.len)
-                .cast::<libc::c_void>()),
-            None => Err(io::Error::other("child stack unavailable")),
-        }
+        let stack = match &mut *map {
+            Some(stack) => stack,
+            empty @ None => empty.insert(ChildStackMap::new()?),
+        };
+        Ok(stack.top())
     })
 }
 
