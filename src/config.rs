@@ -1381,8 +1381,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => Duration::from_secs(n.saturating_mul(3600)),
         _ => return Err(format!("{s:?} has an unknown unit (use ms, s, m or h)")),
     };
+    // Deadlines are the clock plus a duration: one past what the clock holds would
+    // not be "never" everywhere, so a year is the longest a setting can say.
+    if d > MAX_DURATION {
+        return Err(format!("{s:?} is too long (at most 8760h, a year)"));
+    }
     Ok(d)
 }
+
+/// The longest duration a setting takes ([`parse_duration`]).
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Parses a size: `512`, `64KiB`, `1MiB`, `2GiB`, `10MB`, `1k`.
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -1525,6 +1533,10 @@ mod tests {
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5 parsecs").is_err());
+        // Past a year: refused, not a deadline the clock cannot hold.
+        assert_eq!(parse_duration("8760h"), Ok(MAX_DURATION));
+        assert!(parse_duration("8761h").is_err());
+        assert!(parse_duration("18446744073709551615s").is_err());
         assert_eq!(parse_size("64KiB"), Ok(65536));
         assert_eq!(parse_size("1MB"), Ok(1_000_000));
         assert!(parse_size("lots").is_err());

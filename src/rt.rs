@@ -1,5 +1,7 @@
-//! The runtime seam: the only file that names the async runtime (async-std, built on
-//! smol's parts: async-io, async-executor, async-process, async-signal).
+//! The runtime seam: the only file that names the async runtime: smol's parts (async-io,
+//! async-task, blocking, async-process, async-signal), with tasks run on portico's own
+//! worker threads ([`exec`]). It was async-std, which upstream has deprecated in favour
+//! of those same parts.
 //!
 //! Everything else in portico imports sockets, tasks, timers, processes and signals from
 //! here, so changing runtime is a one-file change (with its one submodule,
@@ -16,24 +18,328 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-pub use async_std::task::JoinHandle;
 pub use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 pub use futures_lite::{Stream, StreamExt};
 pub use net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
-/// Runs the executor on `n` threads. Only before the runtime first runs (a later call
-/// does nothing); `ASYNC_STD_THREAD_COUNT` in the environment still wins, as async-std
-/// documents.
+/// Runs the executor on `n` threads (named `portico-worker`). Only before the runtime
+/// first runs (a later call does nothing); `ASYNC_STD_THREAD_COUNT` in the environment
+/// still wins, as it did when the executor was async-std's.
 pub fn set_threads(n: usize) {
-    let name =
-        std::env::var("ASYNC_STD_THREAD_NAME").unwrap_or_else(|_| "async-std/runtime".to_owned());
-    async_global_executor::init_with_config(
-        async_global_executor::GlobalExecutorConfig::default()
-            .with_env_var("ASYNC_STD_THREAD_COUNT")
-            .with_min_threads(n.max(1))
-            .with_thread_name_fn(move || name.clone()),
-    );
+    exec::set_threads(n);
 }
+
+/// The threads that run portico's tasks (async-task's tasks on a queue of our own), each
+/// sleeping in the edge poller's epoll ([`net::edge`]) when it has nothing to run, so
+/// the connections and pipes on that poller wake it directly.
+///
+/// async-std's threads (portico's executor until this) slept in async-io's reactor
+/// instead, and polled it (without sleeping) every time a task was woken from another
+/// thread: each poll re-armed its timerfd and its notifier with an `epoll_ctl` apiece,
+/// and the edge poller's own descriptor, which sat in that reactor, with another (about
+/// 12 of a CGI request's 50-odd system calls, strace). What still uses async-io (listening sockets, child
+/// pidfds, signals) is driven by whichever thread runs [`block_on`] (the main thread)
+/// or by async-io's own thread, and wakes tasks here like any other waker.
+mod exec {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering::SeqCst, fence};
+    use std::sync::{Arc, Mutex, OnceLock};
+    use std::task::{Context, Poll};
+    use std::time::{Duration, Instant};
+
+    use async_task::Runnable;
+    use concurrent_queue::ConcurrentQueue;
+
+    /// Tasks ready to run, in the order they were woken.
+    static QUEUE: OnceLock<ConcurrentQueue<Runnable>> = OnceLock::new();
+
+    fn queue() -> &'static ConcurrentQueue<Runnable> {
+        QUEUE.get_or_init(ConcurrentQueue::unbounded)
+    }
+
+    /// The configured thread count (0: not set).
+    static THREADS: AtomicUsize = AtomicUsize::new(0);
+    static STARTED: OnceLock<()> = OnceLock::new();
+
+    pub(super) fn set_threads(n: usize) {
+        THREADS.store(n.max(1), SeqCst);
+    }
+
+    /// Starts the threads, once.
+    pub(super) fn ensure_started() {
+        STARTED.get_or_init(start);
+    }
+
+    fn start() {
+        let n = std::env::var("ASYNC_STD_THREAD_COUNT")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|&n| n > 0)
+            .or_else(|| Some(THREADS.load(SeqCst)).filter(|&n| n > 0))
+            .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+            .unwrap_or(1);
+        // Unit tests run at least two workers, so that the ways work moves between
+        // workers are exercised on any machine.
+        #[cfg(test)]
+        let n = n.max(2);
+        let name = "portico-worker";
+        let mut started = 0;
+        for _ in 0..n {
+            match std::thread::Builder::new()
+                .name(name.to_owned())
+                .spawn(worker)
+            {
+                Ok(_) => started += 1,
+                Err(e) => log::error!(target: "portico::rt", "starting a worker thread: {e}"),
+            }
+        }
+        if started == 0 {
+            log::error!(target: "portico::rt", "no worker thread could start: tasks will not run");
+        }
+        // What still uses async-io (listening sockets, child pidfds, signals) is driven
+        // by whichever thread is in `block_on`, or else by async-io's own thread, which
+        // async-io starts at the end of a first `block_on`: started here, for a process
+        // (a test) that never calls `block_on`.
+        async_io::block_on(async {});
+    }
+
+    /// A worker as the others see it. One idle worker at a time sleeps in the edge
+    /// poller's `epoll_wait` (the poller: [`POLLING`]), woken there by the poller's
+    /// eventfd; the others park. A sleeping worker is woken at most once per sleep.
+    struct Worker {
+        /// [`RUNNING`], [`PARKED`], [`IN_POLLER`] or [`WOKEN`]: how it sleeps, set
+        /// before it looks at the queue a last time, so a waker that sees it asleep
+        /// also sees which way.
+        state: AtomicU8,
+        thread: std::thread::Thread,
+    }
+
+    /// Running tasks (or between sleeps): it will look at the queue before sleeping.
+    const RUNNING: u8 = 0;
+    /// Parked (or about to): woken by an unpark.
+    const PARKED: u8 = 1;
+    /// In the edge poller's `epoll_wait` (or about to): woken by its eventfd.
+    const IN_POLLER: u8 = 2;
+    /// A wake-up is on its way.
+    const WOKEN: u8 = 3;
+
+    /// Taken by the worker that sleeps in the edge poller.
+    static POLLING: AtomicBool = AtomicBool::new(false);
+
+    impl Worker {
+        /// Wakes the worker if it sleeps the ways `how` accepts and no wake-up is on
+        /// its way; whether this one was. One way, the way it sleeps: the state it is
+        /// taken from says which (a state read a sleep behind fails the exchange, and
+        /// is read again).
+        fn wake_if(&self, how: impl Fn(u8) -> bool) -> bool {
+            let mut s = self.state.load(SeqCst);
+            loop {
+                if !(s == PARKED || s == IN_POLLER) || !how(s) {
+                    return false;
+                }
+                match self.state.compare_exchange(s, WOKEN, SeqCst, SeqCst) {
+                    Ok(_) => {
+                        if s == PARKED {
+                            self.thread.unpark();
+                        } else {
+                            super::net::edge::wake_poller();
+                        }
+                        return true;
+                    }
+                    Err(now) => s = now,
+                }
+            }
+        }
+    }
+
+    static WORKERS: Mutex<Vec<Arc<Worker>>> = Mutex::new(Vec::new());
+
+    fn workers() -> std::sync::MutexGuard<'static, Vec<Arc<Worker>>> {
+        WORKERS.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Set when there is no edge poller: every idle worker parks, each until the
+    /// soonest timer.
+    static NO_POLLER: AtomicBool = AtomicBool::new(false);
+
+    /// Wakes one sleeping worker for a task just queued, if any sleeps (the others are
+    /// running, and look at the queue before they sleep): a parked one first, so the
+    /// one in the poller stays there, watching connections and timers.
+    fn wake_for_task() {
+        // Against a worker's `state` store then queue check: either it sees what was
+        // just queued, or this sees it asleep.
+        fence(SeqCst);
+        let workers = workers();
+        if !workers.iter().any(|w| w.wake_if(|s| s == PARKED)) {
+            workers.iter().any(|w| w.wake_if(|_| true));
+        }
+    }
+
+    /// Wakes one parked worker, if any: the poller is being left with work to run, and
+    /// needs another worker in it meanwhile.
+    fn wake_parked() {
+        fence(SeqCst);
+        workers().iter().any(|w| w.wake_if(|s| s == PARKED));
+    }
+
+    /// A timer was set sooner than any other. Only the worker in the poller sleeps
+    /// until the soonest timer (parked workers sleep until woken): it looks again. If
+    /// none sleeps there, the one about to (or the one that will take the poller next)
+    /// looks at the timers before it sleeps, having set its state before: either it
+    /// sees this timer, or this sees it asleep. Without an edge poller every parked
+    /// worker keeps the timers, and all are woken.
+    pub(super) fn wake_for_timer() {
+        fence(SeqCst);
+        let workers = workers();
+        if NO_POLLER.load(SeqCst) {
+            for w in workers.iter() {
+                w.wake_if(|_| true);
+            }
+        } else {
+            workers.iter().any(|w| w.wake_if(|s| s == IN_POLLER));
+        }
+    }
+
+    fn schedule(runnable: Runnable) {
+        // An unbounded queue is never full; a closed one is never made.
+        if queue().push(runnable).is_ok() {
+            wake_for_task();
+        }
+    }
+
+    /// Spawns `fut` as a task on the workers.
+    pub(super) fn spawn<F>(fut: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        ensure_started();
+        // A task's panic is caught and handed to whoever awaits it (dropped if nobody
+        // does), as async-std's tasks did; the worker goes on.
+        let (runnable, task) = async_task::Builder::new()
+            .propagate_panic(true)
+            .spawn(move |_| fut, schedule);
+        runnable.schedule();
+        JoinHandle(Some(task))
+    }
+
+    /// Tasks run between two looks at the poller and the timers.
+    const TICK: usize = 64;
+
+    fn worker() {
+        let mut waiter = super::net::edge::Waiter::new();
+        let me = Arc::new(Worker {
+            state: AtomicU8::new(RUNNING),
+            thread: std::thread::current(),
+        });
+        workers().push(me.clone());
+        if waiter.is_none() {
+            NO_POLLER.store(true, SeqCst);
+        }
+        let queue = queue();
+        loop {
+            let mut ran = 0;
+            while let Ok(runnable) = queue.pop() {
+                // A task's own panic is caught inside (propagate_panic); anything else
+                // is logged, and the worker goes on.
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runnable.run()))
+                    .is_err()
+                {
+                    log::error!(target: "portico::rt", "a task panicked outside its future");
+                }
+                ran += 1;
+                if ran % TICK == 0 {
+                    // Connections, pipes and timers get their turn while tasks keep
+                    // coming.
+                    if let Some(w) = waiter.as_mut() {
+                        w.dispatch(Some(Duration::ZERO));
+                    }
+                    super::timers::fire_due();
+                }
+            }
+            if let Some(w) = waiter.as_mut() {
+                w.dispatch(Some(Duration::ZERO));
+            }
+            super::timers::fire_due();
+            if !queue.is_empty() {
+                continue;
+            }
+            // The poller if no other worker is (and there is an edge poller).
+            let poller = waiter.is_some()
+                && POLLING
+                    .compare_exchange(false, true, SeqCst, SeqCst)
+                    .is_ok();
+            // A wake-up still in flight from the last sleep (a stray unpark, an
+            // eventfd edge) may end this sleep early, harmlessly.
+            me.state
+                .store(if poller { IN_POLLER } else { PARKED }, SeqCst);
+            fence(SeqCst);
+            // A worker parks only while another keeps the poller: one that left it
+            // after this worker's exchange failed either sees this worker parked (and
+            // wakes it if it leaves to run tasks) or is seen gone here.
+            let vacant = waiter.is_some() && !poller && !POLLING.load(SeqCst);
+            if queue.is_empty() && !vacant {
+                match waiter.as_mut() {
+                    // In the poller: until the soonest timer, looked up once `state`
+                    // is set (a timer set sooner after this sees it and wakes this
+                    // worker).
+                    Some(w) if poller => {
+                        let wait = super::timers::next_deadline()
+                            .map(|at| at.saturating_duration_since(Instant::now()));
+                        w.wait(wait, true);
+                    }
+                    // Parked beside the poller, which keeps the timers.
+                    Some(_) => std::thread::park(),
+                    None => match super::timers::next_deadline() {
+                        Some(at) => {
+                            std::thread::park_timeout(at.saturating_duration_since(Instant::now()))
+                        }
+                        None => std::thread::park(),
+                    },
+                }
+            }
+            me.state.store(RUNNING, SeqCst);
+            if poller {
+                POLLING.store(false, SeqCst);
+                // The tasks of what the poller brought are woken only now that it has
+                // left the poller: waking them wakes a parked worker (if any), which
+                // takes the poller over while this one runs them. Woken from inside, the
+                // wake-ups would have come back to this worker, and the poller would
+                // stay empty for as long as the tasks ran. Tasks queued meanwhile by
+                // others (the wake-up that ended this sleep) call for the same.
+                let woke = waiter.as_mut().is_some_and(|w| w.wake_collected());
+                if !woke && !queue.is_empty() {
+                    wake_parked();
+                }
+            }
+        }
+    }
+
+    /// A spawned task; dropping it lets the task run on (detached), as async-std's did.
+    pub struct JoinHandle<T>(Option<async_task::Task<T>>);
+
+    impl<T> Future for JoinHandle<T> {
+        type Output = T;
+
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+            match self.0.as_mut() {
+                Some(task) => Pin::new(task).poll(cx),
+                None => Poll::Pending,
+            }
+        }
+    }
+
+    impl<T> Drop for JoinHandle<T> {
+        fn drop(&mut self) {
+            if let Some(task) = self.0.take() {
+                task.detach();
+            }
+        }
+    }
+}
+
+pub use exec::JoinHandle;
 
 /// Process handling (spawn, pipes, wait) on the runtime's reactor, for long-lived
 /// children (managed FastCGI workers).
@@ -217,15 +523,16 @@ where
     // the task allocation) each move it, which for the FastCGI listener's per-request
     // future (several KiB) was 10% of the CPU in memcpy; boxed, they move a pointer.
     if std::mem::size_of::<F>() > 512 {
-        async_std::task::spawn(Box::pin(fut))
+        exec::spawn(Box::pin(fut))
     } else {
-        async_std::task::spawn(fut)
+        exec::spawn(fut)
     }
 }
 
-/// Runs a future to completion on the current thread (the program's entry point).
+/// Runs a future to completion on the current thread (the program's entry point),
+/// driving async-io's reactor while it waits.
 pub fn block_on<F: Future>(fut: F) -> F::Output {
-    async_std::task::block_on(fut)
+    async_io::block_on(fut)
 }
 
 /// Runs blocking code on the runtime's blocking pool.
@@ -234,12 +541,14 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    async_std::task::spawn_blocking(f).await
+    // The blocking crate's pool, awaited from the calling task (async-std's wrapper
+    // spawned a task of its own to await it).
+    blocking::unblock(f).await
 }
 
 /// Sleeps for `d`.
 pub async fn sleep(d: Duration) {
-    async_io::Timer::after(d).await;
+    timers::Sleep::after(d).await;
 }
 
 /// The error of [`timeout`]: the time ran out.
@@ -255,7 +564,7 @@ pub struct Elapsed;
 
 /// Runs `fut` for at most `d` (its clock starts now).
 pub fn timeout<F: Future>(d: Duration, fut: F) -> impl Future<Output = Result<F::Output, Elapsed>> {
-    limited(fut, async_io::Timer::after(d))
+    limited(fut, timers::Sleep::after(d))
 }
 
 /// `fut` unless `timer` ends first ([`timeout`] and [`coarse::timeout`]).
@@ -843,7 +1152,133 @@ pub fn coarse_elapsed(since: u64) -> Duration {
 
 /// Sleeps until `deadline` (returns at once when it has passed).
 pub async fn sleep_until(deadline: Instant) {
-    async_io::Timer::at(deadline).await;
+    timers::Sleep::until(Some(deadline)).await;
+}
+
+/// Precise timers ([`sleep`], [`sleep_until`], [`timeout`]), kept by the worker threads:
+/// a worker that runs out of tasks sleeps in its `epoll_wait` until the soonest one at
+/// most (a millisecond's grain), and fires the due ones each round. async-io's timers
+/// live in its reactor, which the workers do not drive: setting and dropping one (a CGI
+/// request's `whole_body_wait` does) woke that reactor's thread twice.
+mod timers {
+    use std::collections::BTreeMap;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::task::{Context, Poll, Waker};
+    use std::time::Instant;
+
+    static TIMERS: Mutex<BTreeMap<(Instant, u64), Waker>> = Mutex::new(BTreeMap::new());
+    static IDS: AtomicU64 = AtomicU64::new(0);
+
+    fn timers() -> std::sync::MutexGuard<'static, BTreeMap<(Instant, u64), Waker>> {
+        // A map of wakers holds no invariant a panicking holder could break halfway.
+        TIMERS.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The deadline of the soonest timer.
+    pub(super) fn next_deadline() -> Option<Instant> {
+        timers().first_key_value().map(|(k, _)| k.0)
+    }
+
+    /// Wakes the timers that are due; the deadline of the next one.
+    pub(super) fn fire_due() -> Option<Instant> {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        let next = {
+            let mut t = timers();
+            while let Some(entry) = t.first_entry() {
+                if entry.key().0 > now {
+                    break;
+                }
+                due.push(entry.remove());
+            }
+            t.first_key_value().map(|(k, _)| k.0)
+        };
+        // A waker that panics must not take the worker (and the other due wakers) with
+        // it, as in the edge poller's dispatch.
+        for w in due {
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.wake())).is_err() {
+                log::error!(target: "portico::rt", "a timer's waker panicked");
+            }
+        }
+        next
+    }
+
+    /// Ready at `at`, or at once if that has passed; never if `at` is `None` (a
+    /// duration past what `Instant` can hold, as async-io's timers took it).
+    pub(super) struct Sleep {
+        at: Option<Instant>,
+        /// The key while registered.
+        key: Option<(Instant, u64)>,
+    }
+
+    impl Sleep {
+        pub(super) fn until(at: Option<Instant>) -> Sleep {
+            Sleep { at, key: None }
+        }
+
+        /// `d` from now.
+        pub(super) fn after(d: std::time::Duration) -> Sleep {
+            Sleep::until(Instant::now().checked_add(d))
+        }
+    }
+
+    impl Future for Sleep {
+        type Output = ();
+
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            let Some(at) = self.at else {
+                return Poll::Pending;
+            };
+            if Instant::now() >= at {
+                if let Some(key) = self.key.take() {
+                    timers().remove(&key);
+                }
+                return Poll::Ready(());
+            }
+            let soonest = {
+                let mut t = timers();
+                match self.key {
+                    Some(key) => {
+                        if let Some(w) = t.get_mut(&key) {
+                            if !w.will_wake(cx.waker()) {
+                                w.clone_from(cx.waker());
+                            }
+                            false
+                        } else {
+                            // Fired (taken out) but polled before its time? Not
+                            // possible: it fires only when due. Set it again.
+                            t.insert(key, cx.waker().clone());
+                            t.first_key_value().is_some_and(|(k, _)| *k == key)
+                        }
+                    }
+                    None => {
+                        let key = (at, IDS.fetch_add(1, Ordering::Relaxed));
+                        t.insert(key, cx.waker().clone());
+                        self.key = Some(key);
+                        t.first_key_value().is_some_and(|(k, _)| *k == key)
+                    }
+                }
+            };
+            if soonest {
+                // The workers may sleep until a later timer (or none): one must look
+                // again.
+                super::exec::ensure_started();
+                super::exec::wake_for_timer();
+            }
+            Poll::Pending
+        }
+    }
+
+    impl Drop for Sleep {
+        fn drop(&mut self) {
+            if let Some(key) = self.key.take() {
+                timers().remove(&key);
+            }
+        }
+    }
 }
 
 /// Reads at most `max` bytes from `r` onto the end of `buf`, straight into it (a buffer
@@ -886,12 +1321,30 @@ pub fn read_pipe_appending<'a>(
 /// Files whose reads and writes run on the runtime's blocking pool (spooled request
 /// bodies).
 pub mod fs {
-    pub use async_std::fs::File;
+    /// A file read and written on the blocking pool.
+    pub type File = blocking::Unblock<std::fs::File>;
+
+    /// Each blocking read or write moves up to this much (blocking's default is 8 KiB).
+    const CHUNK: usize = 64 << 10;
+
+    /// `file`, read and written on the blocking pool.
+    pub fn file(file: std::fs::File) -> File {
+        blocking::Unblock::with_capacity(CHUNK, file)
+    }
 }
 
-/// The process's standard input and output as async streams (CGI mode).
-pub fn stdio() -> (async_std::io::Stdin, async_std::io::Stdout) {
-    (async_std::io::stdin(), async_std::io::stdout())
+/// The process's standard input as an async stream of at most `limit` bytes (CGI mode:
+/// CONTENT_LENGTH), read on the blocking pool. The limit is the reader's own: the pool
+/// reads ahead, and must not take a byte past it (CGI-4.2-2).
+pub fn stdin(limit: u64) -> blocking::Unblock<std::io::Take<std::io::Stdin>> {
+    use std::io::Read;
+    blocking::Unblock::new(std::io::stdin().take(limit))
+}
+
+/// The process's standard output as an async stream (CGI mode), written on the
+/// blocking pool: a write returns once the pool has it, so it must be flushed.
+pub fn stdout() -> blocking::Unblock<std::io::Stdout> {
+    blocking::Unblock::new(std::io::stdout())
 }
 
 /// A connected stream to an upstream: TCP or Unix-domain.
@@ -1071,8 +1524,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Buffered<T> {
     }
 }
 
-/// Sockets on async-io's reactor (async-std's own sockets are the same `Async<T>`
-/// inside), with a read that spares the system call that would fail.
+/// Sockets on async-io's reactor (async-std's sockets were the same `Async<T>` inside), with a read that spares the system call that would fail.
 ///
 /// A read that returns less than was asked for has emptied the socket's receive queue,
 /// as nginx also assumes on epoll: the next read waits for readiness first instead of
@@ -1461,7 +1913,7 @@ mod tests {
 
     #[test]
     fn timeout_returns_the_output_when_it_comes_first_and_elapsed_otherwise() {
-        // `timeout` (a reactor timer) and `coarse::timeout` (the timer thread) alike.
+        // `timeout` (a worker-kept timer) and `coarse::timeout` (the timer thread) alike.
         let secs = Duration::from_secs(5);
         assert_eq!(block_on(timeout(secs, heavy(3))), Ok(7));
         assert_eq!(block_on(coarse::timeout(secs, heavy(3))), Ok(7));
@@ -1476,6 +1928,45 @@ mod tests {
             };
             assert_eq!(late, Err(Elapsed));
             assert!(start.elapsed() >= ms);
+        }
+    }
+
+    #[test]
+    fn a_time_past_what_an_instant_holds_means_never() {
+        // A configured `grace` or timeout of u64::MAX seconds: the clock cannot hold
+        // now + d, which means "never" (as async-io's timers took it).
+        assert_eq!(block_on(timeout(Duration::MAX, heavy(3))), Ok(7));
+        let mut sleep = std::pin::pin!(sleep(Duration::MAX));
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        assert!(sleep.as_mut().poll(&mut cx).is_pending());
+        assert!(timers::next_deadline().is_none_or(|at| at < Instant::now() + HOUR));
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    /// A timer set from outside the workers goes to the worker in the poller, and a
+    /// task queued next to a parked one: that task holding its worker (blocking, as a
+    /// long computation would) must not hold the timer up (the tests run at least two
+    /// workers).
+    #[test]
+    fn a_timer_fires_on_time_while_a_worker_runs_a_long_task() {
+        for round in 0..3 {
+            // Every worker idle.
+            std::thread::sleep(Duration::from_millis(50));
+            let timer = std::thread::spawn(|| {
+                let start = Instant::now();
+                block_on(sleep(Duration::from_millis(30)));
+                start.elapsed()
+            });
+            std::thread::sleep(Duration::from_millis(5));
+            let long = spawn(async { std::thread::sleep(Duration::from_millis(250)) });
+            let took = timer.join().unwrap();
+            assert!(
+                took < Duration::from_millis(150),
+                "round {round}: a 30 ms timer fired after {took:?}"
+            );
+            block_on(long);
         }
     }
 

@@ -208,9 +208,7 @@ impl BodyReader {
             PreparedBody::Spooled(Spooled::Memory { chunks, .. }) => {
                 Source::Chunks(chunks.into_iter())
             }
-            PreparedBody::Spooled(Spooled::File { file, .. }) => {
-                Source::File(rt::fs::File::from(file))
-            }
+            PreparedBody::Spooled(Spooled::File { file, .. }) => Source::File(rt::fs::file(file)),
         };
         BodyReader {
             source,

@@ -87,8 +87,7 @@ pub async fn spool(body: &mut Body, memory: usize, limit: u64) -> Result<Spooled
             None => {
                 // Past the memory limit: move what we have into a file and go on there.
                 let std_file = tempfile::tempfile().map_err(SpoolError::Write)?;
-                let mut writer =
-                    rt::fs::File::from(std_file.try_clone().map_err(SpoolError::Write)?);
+                let mut writer = rt::fs::file(std_file.try_clone().map_err(SpoolError::Write)?);
                 for c in chunks.drain(..).chain(std::iter::once(chunk)) {
                     writer.write_all(&c).await.map_err(SpoolError::Write)?;
                 }

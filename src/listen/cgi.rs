@@ -30,7 +30,7 @@ pub async fn serve_once(dispatcher: &Dispatcher) -> io::Result<()> {
     let env: Vec<(Vec<u8>, Vec<u8>)> = std::env::vars_os()
         .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
         .collect();
-    let (mut stdin, mut stdout) = rt::stdio();
+    let mut stdout = rt::stdout();
     let parsed = proto::cgi::env::parse_env(env.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
     let resp = match parsed {
         Err(e) => {
@@ -65,7 +65,9 @@ pub async fn serve_once(dispatcher: &Dispatcher) -> io::Result<()> {
                 Some(0) => Body::empty(),
                 Some(n) => {
                     // Stdin is read as the backend asks for it, up to CONTENT_LENGTH
-                    // (CGI-4.2-2: the script must not read past it).
+                    // (CGI-4.2-2: the script must not read past it; the reader itself
+                    // stops there, read-ahead included).
+                    let mut stdin = rt::stdin(n);
                     let (tx, rx) = rt::channel::bounded::<io::Result<Bytes>>(4);
                     drop(rt::spawn(async move {
                         let mut left = n;
@@ -104,12 +106,19 @@ pub async fn serve_once(dispatcher: &Dispatcher) -> io::Result<()> {
             }
         }
     };
-    stdout.write_all(&cgi_head(&resp)).await?;
-    let mut body = resp.body;
-    while let Some(chunk) = body.chunk().await {
-        stdout.write_all(&chunk?).await?;
+    let sent = async {
+        stdout.write_all(&cgi_head(&resp)).await?;
+        let mut body = resp.body;
+        while let Some(chunk) = body.chunk().await {
+            stdout.write_all(&chunk?).await?;
+        }
+        Ok::<(), io::Error>(())
     }
-    stdout.flush().await
+    .await;
+    // Flushed whatever happened: what was written before a failed body chunk goes out
+    // (the writes only handed it to the blocking pool).
+    let flushed = stdout.flush().await;
+    sent.and(flushed)
 }
 
 /// The variables a web server sets for a request (RFC 3875 §4.1 and the de facto ones),

@@ -42,7 +42,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
 
-use async_io::Async;
 use atomic_waker::AtomicWaker;
 
 /// Events taken from the poller per system call.
@@ -84,10 +83,12 @@ pub(super) struct Socket<T> {
     poller: &'static Poller,
 }
 
-/// The second epoll instance and the table of its sockets (slot = epoll data).
+/// The second epoll instance, the table of its sockets (slot = epoll data), and the
+/// eventfd that wakes the worker sleeping in it.
 struct Poller {
     epfd: OwnedFd,
     table: Mutex<Table>,
+    wake: OwnedFd,
 }
 
 type Table = super::super::Slots<Arc<Readiness>>;
@@ -114,13 +115,40 @@ fn start() -> io::Result<&'static Poller> {
     }
     // SAFETY: `fd` was just created and is owned by nothing else.
     let epfd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // The driver's own handle on the descriptor, for async-io's reactor.
-    let watch = Async::new_nonblocking(epfd.try_clone()?)?;
+    // SAFETY: plain system call; the result is checked.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: just created, owned by nothing else.
+    let wake = unsafe { OwnedFd::from_raw_fd(fd) };
+    // Level-triggered, and read only by the worker sleeping in the poller: an edge
+    // would go to whichever worker's `epoll_wait` came first, and one running tasks
+    // (looking in with a zero timeout) would take the wake-up meant for the sleeper.
+    let mut ev = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: WAKE_KEY,
+    };
+    // SAFETY: `ev` is valid for the call; both descriptors are ours.
+    if unsafe {
+        libc::epoll_ctl(
+            epfd.as_raw_fd(),
+            libc::EPOLL_CTL_ADD,
+            wake.as_raw_fd(),
+            &mut ev,
+        )
+    } < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
     let poller: &'static Poller = Box::leak(Box::new(Poller {
         epfd,
         table: Mutex::new(Table::new()),
+        wake,
     }));
-    drop(super::super::spawn(drive(watch, poller)));
+    // The worker threads take this poller's events ([`Waiter`]); a socket registered
+    // from outside them (a test's `block_on`) needs them running too.
+    super::super::exec::ensure_started();
     Ok(poller)
 }
 
@@ -147,73 +175,128 @@ impl Poller {
 const READ_EVENTS: u32 = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLPRI | libc::EPOLLET) as u32;
 const WRITE_EVENTS: u32 = READ_EVENTS | libc::EPOLLOUT as u32;
 
-/// Takes the events of all edge sockets whenever the poller has some.
-async fn drive(watch: Async<OwnedFd>, poller: &'static Poller) {
-    let mut events: Vec<libc::epoll_event> = vec![libc::epoll_event { events: 0, u64: 0 }; BATCH];
-    let mut wake: Vec<Waker> = Vec::new();
-    loop {
-        if let Err(e) = watch.readable().await {
-            log::error!(target: "portico::rt", "edge poller: waiting for events: {e}");
-            super::super::sleep(std::time::Duration::from_millis(10)).await;
-            continue;
+/// The epoll data of the poller's wake-up eventfd (never a table slot).
+const WAKE_KEY: u64 = u64::MAX;
+
+/// Wakes the worker sleeping in the poller's `epoll_wait` (if none is, the next wait
+/// returns at once, harmlessly): a write to the poller's eventfd, registered
+/// edge-triggered (every write is an edge, so it is never read).
+pub(in crate::rt) fn wake_poller() {
+    if let Some(p) = poller() {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes we own to the poller's eventfd, which lives as long
+        // as the poller (the process).
+        unsafe {
+            libc::write(p.wake.as_raw_fd(), (&raw const one).cast(), 8);
         }
-        loop {
-            // SAFETY: `events` has room for BATCH entries; a zero timeout never blocks.
-            let n = unsafe {
-                libc::epoll_wait(
-                    watch.get_ref().as_raw_fd(),
-                    events.as_mut_ptr(),
-                    BATCH as libc::c_int,
-                    0,
-                )
-            };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    // Not expected (the descriptor and buffer are ours); paced, not spun.
-                    log::error!(target: "portico::rt", "edge poller: epoll_wait: {e}");
-                    super::super::sleep(std::time::Duration::from_millis(10)).await;
-                }
-                break;
+    }
+}
+
+/// A worker thread's view of the poller: it takes events from it, and sleeps in its
+/// `epoll_wait` while it is the worker that does (`rt::exec`).
+pub(in crate::rt) struct Waiter {
+    poller: &'static Poller,
+    events: Vec<libc::epoll_event>,
+    wakers: Vec<Waker>,
+}
+
+impl Waiter {
+    /// A waiter on the poller; `None` when there is no poller (the worker then parks).
+    pub(in crate::rt) fn new() -> Option<Waiter> {
+        let poller = poller()?;
+        Some(Waiter {
+            poller,
+            events: vec![libc::epoll_event { events: 0, u64: 0 }; BATCH],
+            wakers: Vec::new(),
+        })
+    }
+
+    /// Takes the poller's events (waiting for one for at most `wait`, rounded up to a
+    /// millisecond; `None`: as long as it takes) and wakes the tasks of the sockets they
+    /// are for.
+    pub(in crate::rt) fn dispatch(&mut self, wait: Option<std::time::Duration>) {
+        self.wait(wait, false);
+        self.wake_collected();
+    }
+
+    /// Takes the poller's events as [`Waiter::dispatch`] does, keeping the wakers of
+    /// their tasks for [`Waiter::wake_collected`]. `sleeper`: the caller is the worker
+    /// that sleeps in the poller, and reads the wake-up eventfd when it fires (the
+    /// others leave it for that worker).
+    pub(in crate::rt) fn wait(&mut self, wait: Option<std::time::Duration>, sleeper: bool) {
+        let timeout = match wait {
+            None => -1,
+            Some(d) if d.is_zero() => 0,
+            Some(d) => {
+                libc::c_int::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(libc::c_int::MAX)
             }
-            let n = usize::try_from(n).unwrap_or(0);
-            {
-                let table = poller.table();
-                for ev in events.iter().take(n) {
-                    let bits = ev.events;
-                    let slot = ev.u64;
-                    let Some(r) = usize::try_from(slot).ok().and_then(|i| table.get(i)) else {
-                        continue;
-                    };
-                    let both = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
-                    if bits & ((libc::EPOLLRDHUP | libc::EPOLLPRI) as u32 | both) != 0 {
-                        r.no_shortcut.store(true, Ordering::Release);
-                    }
-                    if bits & ((libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLPRI) as u32 | both)
-                        != 0
-                    {
-                        r.read_seq.fetch_add(1, Ordering::AcqRel);
-                        wake.extend(r.read_waker.take());
-                    }
-                    if bits & (libc::EPOLLOUT as u32 | both) != 0 {
-                        r.write_seq.fetch_add(1, Ordering::AcqRel);
-                        wake.extend(r.write_waker.take());
-                    }
-                }
+        };
+        // SAFETY: `events` has room for BATCH entries.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.poller.epfd.as_raw_fd(),
+                self.events.as_mut_ptr(),
+                BATCH as libc::c_int,
+                timeout,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                // Not expected (the descriptor and buffer are ours); paced, not spun.
+                log::error!(target: "portico::rt", "edge poller: epoll_wait: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(10));
             }
-            // Woken outside the lock: a waker may run anything. A waker that panics
-            // must not end this task, or every edge connection would wait for ever.
-            for w in wake.drain(..) {
-                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.wake())).is_err() {
-                    log::error!(target: "portico::rt", "edge poller: a waker panicked");
-                }
-            }
-            if n < BATCH {
-                break;
-            }
-            // A full batch: let the woken tasks run before taking the next one.
-            futures_lite::future::yield_now().await;
+            return;
         }
+        let n = usize::try_from(n).unwrap_or(0);
+        {
+            let table = self.poller.table();
+            for ev in self.events.iter().take(n) {
+                let bits = ev.events;
+                let slot = ev.u64;
+                if slot == WAKE_KEY {
+                    if sleeper {
+                        let mut count = [0u8; 8];
+                        // SAFETY: reads 8 bytes into our buffer from the poller's
+                        // eventfd (non-blocking: nothing to read is EAGAIN, harmless).
+                        unsafe {
+                            libc::read(self.poller.wake.as_raw_fd(), count.as_mut_ptr().cast(), 8);
+                        }
+                    }
+                    continue;
+                }
+                let Some(r) = usize::try_from(slot).ok().and_then(|i| table.get(i)) else {
+                    continue;
+                };
+                let both = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
+                if bits & ((libc::EPOLLRDHUP | libc::EPOLLPRI) as u32 | both) != 0 {
+                    r.no_shortcut.store(true, Ordering::Release);
+                }
+                if bits & ((libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLPRI) as u32 | both) != 0 {
+                    r.read_seq.fetch_add(1, Ordering::AcqRel);
+                    self.wakers.extend(r.read_waker.take());
+                }
+                if bits & (libc::EPOLLOUT as u32 | both) != 0 {
+                    r.write_seq.fetch_add(1, Ordering::AcqRel);
+                    self.wakers.extend(r.write_waker.take());
+                }
+            }
+        }
+    }
+
+    /// Wakes the tasks whose sockets [`Waiter::wait`] found ready; whether there were
+    /// any.
+    pub(in crate::rt) fn wake_collected(&mut self) -> bool {
+        let any = !self.wakers.is_empty();
+        // Woken outside the table's lock: a waker may run anything. One that panics
+        // must not take the worker's dispatching with it.
+        for w in self.wakers.drain(..) {
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.wake())).is_err() {
+                log::error!(target: "portico::rt", "edge poller: a waker panicked");
+            }
+        }
+        any
     }
 }
 
@@ -574,5 +657,42 @@ mod tests {
         echo.join().unwrap();
         let took = start.elapsed();
         assert!(took < Duration::from_secs(3), "{took:?}");
+    }
+
+    /// A worker that takes an edge for a task that then holds it (here by blocking, as
+    /// a long computation would) hands the poller over first: another worker takes the
+    /// next connection's edge at once (the tests run at least two workers). Before, the
+    /// poller woke that task from inside and the other workers stayed parked, so the
+    /// second read waited for the first task to end.
+    #[test]
+    fn an_idle_worker_takes_the_poller_while_another_runs_a_long_task() {
+        for round in 0..3 {
+            let (mut s1, mut c1) = pair();
+            let (mut s2, mut c2) = pair();
+            let (tx, rx) = std::sync::mpsc::channel();
+            let long = rt::spawn(async move {
+                let mut b = [0u8; 1];
+                assert_eq!(s1.read(&mut b).await.unwrap(), 1);
+                std::thread::sleep(Duration::from_millis(250));
+            });
+            let quick = rt::spawn(async move {
+                let mut b = [0u8; 1];
+                assert_eq!(s2.read(&mut b).await.unwrap(), 1);
+                tx.send(Instant::now()).unwrap();
+            });
+            // Both tasks wait for their edge; then the first one holds its worker.
+            std::thread::sleep(Duration::from_millis(50));
+            c1.write_all(b"x").unwrap();
+            std::thread::sleep(Duration::from_millis(30));
+            let sent = Instant::now();
+            c2.write_all(b"y").unwrap();
+            let took = rx.recv().unwrap().saturating_duration_since(sent);
+            assert!(
+                took < Duration::from_millis(150),
+                "round {round}: the second edge waited {took:?} for the busy worker"
+            );
+            rt::block_on(long);
+            rt::block_on(quick);
+        }
     }
 }
