@@ -37,9 +37,10 @@ pub fn set_threads(n: usize) {
 /// instead, and polled it (without sleeping) every time a task was woken from another
 /// thread: each poll re-armed its timerfd and its notifier with an `epoll_ctl` apiece,
 /// and the edge poller's own descriptor, which sat in that reactor, with another (about
-/// 12 of a CGI request's 50-odd system calls, strace). What still uses async-io (listening sockets, child
-/// pidfds, signals) is driven by whichever thread runs [`block_on`] (the main thread)
-/// or by async-io's own thread, and wakes tasks here like any other waker.
+/// 12 of a CGI request's 50-odd system calls, strace). What still uses async-io
+/// (listening sockets, child pidfds, signals) is driven by whichever thread runs
+/// [`block_on`] (the main thread) or by async-io's own thread, and wakes tasks here like
+/// any other waker.
 mod exec {
     use std::future::Future;
     use std::pin::Pin;
@@ -159,10 +160,6 @@ mod exec {
         WORKERS.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Set when there is no edge poller: every idle worker parks, each until the
-    /// soonest timer.
-    static NO_POLLER: AtomicBool = AtomicBool::new(false);
-
     /// Wakes one sleeping worker for a task just queued, if any sleeps (the others are
     /// running, and look at the queue before they sleep): a parked one first, so the
     /// one in the poller stays there, watching connections and timers.
@@ -190,9 +187,10 @@ mod exec {
     /// sees this timer, or this sees it asleep. Without an edge poller every parked
     /// worker keeps the timers, and all are woken.
     pub(super) fn wake_for_timer() {
+        let parked_keep_timers = !super::net::edge::available();
         fence(SeqCst);
         let workers = workers();
-        if NO_POLLER.load(SeqCst) {
+        if parked_keep_timers {
             for w in workers.iter() {
                 w.wake_if(|_| true);
             }
@@ -234,9 +232,6 @@ mod exec {
             thread: std::thread::current(),
         });
         workers().push(me.clone());
-        if waiter.is_none() {
-            NO_POLLER.store(true, SeqCst);
-        }
         let queue = queue();
         loop {
             let mut ran = 0;
@@ -1182,11 +1177,11 @@ mod timers {
         timers().first_key_value().map(|(k, _)| k.0)
     }
 
-    /// Wakes the timers that are due; the deadline of the next one.
-    pub(super) fn fire_due() -> Option<Instant> {
+    /// Wakes the timers that are due.
+    pub(super) fn fire_due() {
         let now = Instant::now();
         let mut due = Vec::new();
-        let next = {
+        {
             let mut t = timers();
             while let Some(entry) = t.first_entry() {
                 if entry.key().0 > now {
@@ -1194,8 +1189,7 @@ mod timers {
                 }
                 due.push(entry.remove());
             }
-            t.first_key_value().map(|(k, _)| k.0)
-        };
+        }
         // A waker that panics must not take the worker (and the other due wakers) with
         // it, as in the edge poller's dispatch.
         for w in due {
@@ -1203,7 +1197,6 @@ mod timers {
                 log::error!(target: "portico::rt", "a timer's waker panicked");
             }
         }
-        next
     }
 
     /// Ready at `at`, or at once if that has passed; never if `at` is `None` (a
@@ -1242,17 +1235,16 @@ mod timers {
                 let mut t = timers();
                 match self.key {
                     Some(key) => {
-                        if let Some(w) = t.get_mut(&key) {
-                            if !w.will_wake(cx.waker()) {
-                                w.clone_from(cx.waker());
-                            }
-                            false
-                        } else {
-                            // Fired (taken out) but polled before its time? Not
-                            // possible: it fires only when due. Set it again.
-                            t.insert(key, cx.waker().clone());
-                            t.first_key_value().is_some_and(|(k, _)| *k == key)
+                        // Taken out of the map only by `fire_due`, once due.
+                        let Some(w) = t.get_mut(&key) else {
+                            drop(t);
+                            self.key = None;
+                            return Poll::Ready(());
+                        };
+                        if !w.will_wake(cx.waker()) {
+                            w.clone_from(cx.waker());
                         }
+                        false
                     }
                     None => {
                         let key = (at, IDS.fetch_add(1, Ordering::Relaxed));

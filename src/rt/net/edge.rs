@@ -6,13 +6,12 @@
 //! once per request. That call was 4.3% of the gateway's CPU in a kept-alive
 //! `GET /echo` run (perf), plus async-io's bookkeeping around it. Here an accepted
 //! socket (or a CGI script's pipe, [`super::Pipe`]) is added once, edge-triggered
-//! (`EPOLLET`), to a second epoll instance; that instance's own descriptor sits in
-//! async-io's reactor, and one task ([`drive`]) takes the events of all of them from it
-//! in a batch each time it is readable, so the re-arm is paid once per batch instead of
-//! once per request, and nothing is paid at the end (closing the descriptor takes it
-//! out).
+//! (`EPOLLET`), to a second epoll instance, whose events the worker threads take in
+//! batches ([`Waiter`]; an idle worker sleeps in its `epoll_wait`, `rt::exec`), so no
+//! re-arm is paid per request, and nothing is paid at the end (closing the descriptor
+//! takes it out).
 //!
-//! Readiness is a pair of counters per socket, raised by the driver for every event
+//! Readiness is a pair of counters per socket, raised by the workers for every event
 //! (reading: `EPOLLIN`, `EPOLLRDHUP`, `EPOLLPRI`; writing: `EPOLLOUT`; both:
 //! `EPOLLERR`, `EPOLLHUP`). A side that saw `EAGAIN` (or a short read) at count `n`
 //! waits until the count moves past `n`: the kernel reports an edge for every arrival
@@ -62,7 +61,7 @@ impl Side {
     }
 }
 
-/// What the driver and the handles share about one socket.
+/// What the workers and the handles share about one socket.
 struct Readiness {
     read_seq: AtomicU64,
     write_seq: AtomicU64,
@@ -93,7 +92,7 @@ struct Poller {
 
 type Table = super::super::Slots<Arc<Readiness>>;
 
-/// The poller, set up (and its driver started) on first use; `None` when that failed,
+/// The poller, set up (and the workers started) on first use; `None` when that failed,
 /// and connections then use async-io.
 fn poller() -> Option<&'static Poller> {
     static POLLER: OnceLock<Option<&'static Poller>> = OnceLock::new();
@@ -106,7 +105,7 @@ fn poller() -> Option<&'static Poller> {
     })
 }
 
-/// Creates the poller (for the life of the process) and starts its driver.
+/// Creates the poller (for the life of the process) and starts the workers.
 fn start() -> io::Result<&'static Poller> {
     // SAFETY: plain system call; the result is checked.
     let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
@@ -178,9 +177,9 @@ const WRITE_EVENTS: u32 = READ_EVENTS | libc::EPOLLOUT as u32;
 /// The epoll data of the poller's wake-up eventfd (never a table slot).
 const WAKE_KEY: u64 = u64::MAX;
 
-/// Wakes the worker sleeping in the poller's `epoll_wait` (if none is, the next wait
-/// returns at once, harmlessly): a write to the poller's eventfd, registered
-/// edge-triggered (every write is an edge, so it is never read).
+/// Wakes the worker sleeping in the poller's `epoll_wait` (if none is, the next one to
+/// sleep there returns at once, harmlessly): a write to the poller's eventfd, which
+/// stays readable until that worker reads it ([`Waiter::wait`]).
 pub(in crate::rt) fn wake_poller() {
     if let Some(p) = poller() {
         let one: u64 = 1;
@@ -190,6 +189,11 @@ pub(in crate::rt) fn wake_poller() {
             libc::write(p.wake.as_raw_fd(), (&raw const one).cast(), 8);
         }
     }
+}
+
+/// Whether there is an edge poller (workers then sleep in it; without one they park).
+pub(in crate::rt) fn available() -> bool {
+    poller().is_some()
 }
 
 /// A worker thread's view of the poller: it takes events from it, and sleeps in its
@@ -532,7 +536,7 @@ mod tests {
         let polled =
             futures_lite::io::AsyncRead::poll_read(std::pin::Pin::new(&mut s), &mut cx, &mut buf);
         assert!(polled.is_pending());
-        // The driver wakes the panicking waker for this.
+        // The worker wakes the panicking waker for this.
         client.write_all(b"x").unwrap();
         std::thread::sleep(Duration::from_millis(200));
         // A connection made after it is still served.
