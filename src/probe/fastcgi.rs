@@ -441,11 +441,17 @@ impl Conv {
                 thread::sleep(pause);
             }
         }
-        // The answer's time runs from the last byte: the application cannot answer a
-        // request it has not had whole, and on a busy machine the pauses alone (each a
-        // sleep and a wait for the CPU) have taken longer than the check's time.
-        self.deadline = self.deadline.max(Instant::now() + self.limit);
+        // The application cannot answer a request it has not had whole.
+        self.restart_clock();
         from
+    }
+
+    /// Gives the peer its whole time again from now, after the probe's own deliberate
+    /// pacing (a trickled request, a stalled and bytewise read): on a busy machine the
+    /// pauses alone (each a sleep and a wait for the CPU) have taken longer than the
+    /// check's time, which is the peer's to answer in.
+    fn restart_clock(&mut self) {
+        self.deadline = self.deadline.max(Instant::now() + self.limit);
     }
 
     fn finish_writer(&mut self) {
@@ -1270,6 +1276,7 @@ fn slow_read(c: &mut Conv, stall: Duration, bytes: usize) {
             thread::sleep(Duration::from_millis(2));
         }
     }
+    c.restart_clock();
 }
 
 // ---------------------------------------------------------------------------------------------
