@@ -9,7 +9,8 @@
 #   benches/fastcgi.sh              # ~1 minute with the defaults
 #   DURATION=3s benches/fastcgi.sh  # shorter (also THREADS, CONNS, ROUNDS, WARMUP,
 #                                   # NGINX_WORKERS, FCGIWRAP_CHILDREN, HELLO_CHILDREN,
-#                                   # IDLE_CONNS)
+#                                   # IDLE_CONNS; CGI_OPTS adds keys to the cgi route,
+#                                   # e.g. CGI_OPTS="max_starting = 4")
 #
 # Everything runs on loopback (the FastCGI hops on Unix sockets), from a temp dir, with
 # configs written here; see benches/README.md.
@@ -58,7 +59,7 @@ socket_mode = "0666"
 
 [[route]]
 prefix = "/cgi-bin/"
-cgi = { root = "$TMP/www/cgi-bin", timeout = "30s", max_concurrent = 64 }
+cgi = { root = "$TMP/www/cgi-bin", timeout = "30s", max_concurrent = 64${CGI_OPTS:+, $CGI_OPTS} }
 
 [[route]]
 exact = "/echo"
