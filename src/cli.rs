@@ -110,6 +110,10 @@ fn cgi(args: CgiArgs, registry: Registry) -> ExitCode {
     };
     // One request per process: one thread is all it needs.
     rt::set_threads(1);
+    if let Err(e) = rt::start() {
+        eprintln!("portico: cannot start the runtime: {e}");
+        return ExitCode::FAILURE;
+    }
     match rt::block_on(server::run_cgi(cfg, &registry)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -188,6 +192,12 @@ fn serve(args: ServeArgs, registry: Registry) -> ExitCode {
         Ok(c)
     });
     rt::set_threads(cfg.server.threads);
+    // Before the first `block_on`: when threads cannot be made, say so and exit, where
+    // async-io would panic and abort.
+    if let Err(e) = rt::start() {
+        eprintln!("portico: cannot start the runtime: {e}");
+        return ExitCode::FAILURE;
+    }
     match rt::block_on(server::run_with_reload(cfg, &registry, Some(reload))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -29,6 +29,13 @@ pub fn set_threads(n: usize) {
     exec::set_threads(n);
 }
 
+/// Starts the executor's threads now (otherwise the first task starts them); how many
+/// run. An error if not one could start (the system's thread limit, say): then no task
+/// would ever run, so a server must not go on. Calling it again returns the same.
+pub fn start() -> io::Result<usize> {
+    exec::start_now()
+}
+
 /// The threads that run portico's tasks (async-task's tasks on a queue of our own), each
 /// sleeping in the edge poller's epoll ([`net::edge`]) when it has nothing to run, so
 /// the connections and pipes on that poller wake it directly.
@@ -61,7 +68,8 @@ mod exec {
 
     /// The configured thread count (0: not set).
     static THREADS: AtomicUsize = AtomicUsize::new(0);
-    static STARTED: OnceLock<()> = OnceLock::new();
+    /// How many workers started, or why the runtime could not start.
+    static STARTED: OnceLock<Result<usize, String>> = OnceLock::new();
 
     pub(super) fn set_threads(n: usize) {
         THREADS.store(n.max(1), SeqCst);
@@ -72,7 +80,16 @@ mod exec {
         STARTED.get_or_init(start);
     }
 
-    fn start() {
+    /// Starts the threads if they have not started; how many run, or an error if not
+    /// one could start (then no task would ever run).
+    pub(super) fn start_now() -> std::io::Result<usize> {
+        match STARTED.get_or_init(start) {
+            Ok(n) => Ok(*n),
+            Err(why) => Err(std::io::Error::other(why.clone())),
+        }
+    }
+
+    fn start() -> Result<usize, String> {
         let n = std::env::var("ASYNC_STD_THREAD_COUNT")
             .ok()
             .and_then(|v| v.trim().parse::<usize>().ok())
@@ -86,23 +103,43 @@ mod exec {
         let n = n.max(2);
         let name = "portico-worker";
         let mut started = 0;
+        let mut first_error = None;
         for _ in 0..n {
             match std::thread::Builder::new()
                 .name(name.to_owned())
                 .spawn(worker)
             {
                 Ok(_) => started += 1,
-                Err(e) => log::error!(target: "portico::rt", "starting a worker thread: {e}"),
+                Err(e) => {
+                    log::error!(target: "portico::rt", "starting a worker thread: {e}");
+                    first_error.get_or_insert_with(|| e.to_string());
+                }
             }
         }
         if started == 0 {
-            log::error!(target: "portico::rt", "no worker thread could start: tasks will not run");
+            let why = format!(
+                "no worker thread could start ({})",
+                first_error.as_deref().unwrap_or("no reason given")
+            );
+            log::error!(target: "portico::rt", "{why}: tasks will not run");
+            return Err(why);
         }
         // What still uses async-io (listening sockets, child pidfds, signals) is driven
         // by whichever thread is in `block_on`, or else by async-io's own thread, which
         // async-io starts at the end of a first `block_on`: started here, for a process
-        // (a test) that never calls `block_on`.
-        async_io::block_on(async {});
+        // (a test) that never calls `block_on`. async-io panics if that thread cannot
+        // start; caught here, where nothing else is unwinding, it is an error to report.
+        if let Err(panic) = std::panic::catch_unwind(|| async_io::block_on(async {})) {
+            let what = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("async-io's thread did not start");
+            let why = format!("the I/O driver could not start: {what}");
+            log::error!(target: "portico::rt", "{why}");
+            return Err(why);
+        }
+        Ok(started)
     }
 
     /// A worker as the others see it. One idle worker at a time sleeps in the edge

@@ -55,6 +55,9 @@ pub enum ServerError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(io::Error),
+    /// The runtime's worker threads could not start, so no request could be served.
+    #[error("cannot start the runtime: {0}")]
+    Runtime(io::Error),
 }
 
 /// A running server's handle: its bound addresses and a way to stop it.
@@ -94,6 +97,8 @@ impl Running {
 
 /// Builds everything from `config` and starts the listeners.
 pub async fn start(config: Config, registry: &Registry) -> Result<Running, ServerError> {
+    // Before anything is bound: a server whose tasks can never run must not accept.
+    rt::start().map_err(ServerError::Runtime)?;
     let mut listeners = Vec::new();
     for l in &config.listeners {
         let bound = Listener::bind(&l.address, l.socket_mode, l.socket_owner)
@@ -285,6 +290,7 @@ pub fn dispatcher(
 /// Runs one request as a CGI program: the environment and stdin are the request, the
 /// response goes to stdout in CGI form. Child processes are reaped before returning.
 pub async fn run_cgi(config: Config, registry: &Registry) -> Result<(), ServerError> {
+    rt::start().map_err(ServerError::Runtime)?;
     let dispatcher = dispatcher(&config, registry, vec!["cgi (run by a web server)".into()])?;
     let result = listen::cgi::serve_once(&dispatcher).await;
     dispatcher.shutdown().await;

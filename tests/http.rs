@@ -293,6 +293,54 @@ fn sigterm_lets_in_flight_request_finish_then_exits_zero() {
     assert!(st.success(), "{st:?}");
 }
 
+/// Threads that cannot be made (here: a default thread stack no mapping can hold, which
+/// the system's thread limit does the same way) are an error at startup, exit 1 with the
+/// reason, before anything listens: not a server that accepts and never answers, nor
+/// async-io's panic and abort.
+#[test]
+fn a_runtime_whose_threads_cannot_start_is_an_error_at_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("portico.toml");
+    std::fs::write(
+        &cfg,
+        "[[listen]]\naddress = \"127.0.0.1:0\"\n[[route]]\nprefix = \"/\"\nhandler = \"echo\"\n",
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        // 1 TiB: std's default stack for new threads, which no mapping here can hold.
+        .env("RUST_MIN_STACK", "1099511627776")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("portico without threads still runs after 20 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("portico: cannot start the runtime: no worker thread could start"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("listening on") && !err.contains("panicked"),
+        "{err}"
+    );
+}
+
 #[test]
 fn check_names_key_and_line_of_errors() {
     let dir = tempfile::tempdir().unwrap();
