@@ -102,18 +102,18 @@ check_body "http://127.0.0.1:$N_PORT/fixed" hello
 
 # --- measurements -------------------------------------------------------------------
 # The spawn floor is measured right before portico's run of the same program, so
-# both see about the same background load.
-target_cmd floor_c "spawn floor C (no server)" \
-    sh -c "'$TMP/spawnfloor' '$TMP/www/cgi-bin/tiny' $SPAWN_SECONDS 2 | awk '{print \$2, 0, 0}'"
+# both see about the same background load (the vfork floor just before it).
 target_cmd vfloor_c "vfork floor C (no server)" \
     sh -c "'$TMP/spawnfloor' '$TMP/www/cgi-bin/tiny' $SPAWN_SECONDS 2 vfork | awk '{print \$2, 0, 0}'"
+target_cmd floor_c "spawn floor C (no server)" \
+    sh -c "'$TMP/spawnfloor' '$TMP/www/cgi-bin/tiny' $SPAWN_SECONDS 2 | awk '{print \$2, 0, 0}'"
 target portico_c "portico (http, cgi route)  C" "http://127.0.0.1:$P_PORT/cgi-bin/tiny"
 target lighttpd_c "lighttpd mod_cgi           C" "http://127.0.0.1:$L_PORT/cgi-bin/tiny"
 target fcgiwrap_c "nginx + fcgiwrap           C" "http://127.0.0.1:$N_PORT/cgi-bin/tiny"
-target_cmd floor_sh "spawn floor sh (no server)" \
-    sh -c "'$TMP/spawnfloor' '$TMP/www/cgi-bin/tiny.sh' $SPAWN_SECONDS 2 | awk '{print \$2, 0, 0}'"
 target_cmd vfloor_sh "vfork floor sh (no server)" \
     sh -c "'$TMP/spawnfloor' '$TMP/www/cgi-bin/tiny.sh' $SPAWN_SECONDS 2 vfork | awk '{print \$2, 0, 0}'"
+target_cmd floor_sh "spawn floor sh (no server)" \
+    sh -c "'$TMP/spawnfloor' '$TMP/www/cgi-bin/tiny.sh' $SPAWN_SECONDS 2 | awk '{print \$2, 0, 0}'"
 target portico_sh "portico (http, cgi route)  sh" "http://127.0.0.1:$P_PORT/cgi-bin/tiny.sh"
 target lighttpd_sh "lighttpd mod_cgi           sh" "http://127.0.0.1:$L_PORT/cgi-bin/tiny.sh"
 target fcgiwrap_sh "nginx + fcgiwrap           sh" "http://127.0.0.1:$N_PORT/cgi-bin/tiny.sh"
@@ -180,11 +180,12 @@ for kind in c sh; do
         "$kind" "$floor" "$pct" "$(verdict "$(ge "$f" 0.7)")"
 done
 # How far the ratio target can be reached at all here: the vfork floor is spawn + read +
-# wait with the cheapest spawn and the machine to itself (no wrk, no HTTP), which no
-# server that execs per request can pass. A target rate near or above it is out of reach
-# on this machine, whatever the server does; that happens where starting the program
-# costs far more than serving a request (a VM where each CPUID the dynamic loader runs
-# traps to the hypervisor, say).
+# wait with about the cheapest spawn and the machine to itself (no wrk, no HTTP), an
+# estimate of the most a server that execs per request can do (an estimate: a server
+# with more children in flight may keep the CPUs a little busier, and load drifts
+# between runs). A target rate near it is out of practical reach on this machine; that
+# happens where starting the program costs far more than serving a request (a VM where
+# each CPUID the dynamic loader runs traps to the hypervisor, say).
 for kind in c sh; do
     if [ "$kind" = c ]; then vfloor=$VFLOOR_C; else vfloor=$VFLOOR_SH; fi
     best=$(best_peer "$kind")
@@ -198,8 +199,9 @@ for kind in c sh; do
     printf '  %-3s time per request above the vfork floor: portico %s us, %s %s us (peer / portico: %s)\n' \
         "$kind" "$(over_floor "${RPS[portico_$kind]}" "$vfloor")" "$(peer_name "$best")" \
         "$(over_floor "${RPS[$best]}" "$vfloor")" \
-        "$(awk -v p="$(over_floor "${RPS[portico_$kind]}" "$vfloor")" -v b="$(over_floor "${RPS[$best]}" "$vfloor")" \
-            'BEGIN { if (p > 0) printf "%.2f", b / p; else print "n/a" }')"
+        "$(awk -v p="${RPS[portico_$kind]}" -v b="${RPS[$best]}" -v f="$vfloor" 'BEGIN {
+            if (p > 0 && b > 0 && f > 0 && 1 / p > 1 / f) printf "%.2f", (1 / b - 1 / f) / (1 / p - 1 / f)
+            else print "n/a" }')"
 done
 printf '  echo / nginx, round by round: %s\n' "$(round_ratios portico_echo nginx_fixed)"
 r=$(ratio "${RPS[portico_echo]}" "${RPS[nginx_fixed]}")

@@ -29,9 +29,12 @@ pub fn set_threads(n: usize) {
     exec::set_threads(n);
 }
 
-/// Starts the executor's threads now (otherwise the first task starts them); how many
-/// run. An error if not one could start (the system's thread limit, say): then no task
-/// would ever run, so a server must not go on. Calling it again returns the same.
+/// Starts the executor's threads and async-io's driver thread now (otherwise the first
+/// task starts them); how many workers run. An error if not one worker could start (the
+/// system's thread limit, say), or the driver's thread could not: then no task, or no
+/// I/O, would ever run, so a server must not go on. Call it before the first
+/// [`block_on`]: async-io panics in a `block_on` whose driver thread cannot start. Calling
+/// it again returns the same.
 pub fn start() -> io::Result<usize> {
     exec::start_now()
 }
@@ -128,7 +131,9 @@ mod exec {
         // by whichever thread is in `block_on`, or else by async-io's own thread, which
         // async-io starts at the end of a first `block_on`: started here, for a process
         // (a test) that never calls `block_on`. async-io panics if that thread cannot
-        // start; caught here, where nothing else is unwinding, it is an error to report.
+        // start (the panic hook still prints it); caught here, where nothing else is
+        // unwinding, it is an error to report. async-io keeps no record of the failure:
+        // a later `block_on` would panic the same way, so callers stop on this error.
         if let Err(panic) = std::panic::catch_unwind(|| async_io::block_on(async {})) {
             let what = panic
                 .downcast_ref::<String>()
