@@ -448,8 +448,33 @@ pub fn fcgi_request(
     .encode(out);
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; a small race is accepted).
+/// A free TCP port on 127.0.0.1 (bound and released).
+///
+/// Picked below the kernel's ephemeral range (`ip_local_port_range`), where no `bind` to
+/// port 0 lands: a port taken from that range and let go could be handed straight to a
+/// concurrent test's server on `127.0.0.1:0` (a portico probe, say) before the peer
+/// meant for it binds, and the test would then talk to the wrong server (seen once:
+/// lighttpd's request reset by an SCGI listener). Each call in this process takes the
+/// next candidate, so two tests never get the same port either.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let low = ephemeral_low.saturating_sub(12000).max(10000);
+    let span = ephemeral_low.saturating_sub(low).max(1);
+    // Test binaries run one after another, but a developer may run several at once:
+    // each process starts at its own place in the span.
+    let start = std::process::id() % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (low + (start + n) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
