@@ -338,7 +338,7 @@ pub struct Cgi {
     /// spawned but with their head not yet read (or, when the whole output came with the
     /// head within `whole_body_wait`, not yet exited), and less than `start_window` old;
     /// later ones wait in order, and get 503 if no place comes within `timeout`. `0` is
-    /// no limit. Default 3 per CPU.
+    /// no limit. Default 2 per CPU.
     pub max_starting: usize,
     /// `start_window`: how long a starting script may hold its place at most.
     /// Default 100 ms.
@@ -350,9 +350,9 @@ fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// The default `max_starting`: 3 per CPU.
+/// The default `max_starting`: 2 per CPU.
 pub fn default_max_starting() -> usize {
-    cpus() * 3
+    cpus() * 2
 }
 
 /// A configuration error: which key, which line, and what is wrong.

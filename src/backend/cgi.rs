@@ -217,7 +217,10 @@ impl CgiBackend {
         // given back once the head is read; when the whole output came with the head
         // (`whole_body_wait`), once the script has exited, as its exit (unmapping,
         // freeing its pages) is CPU work too: with that, 6 on 2 CPUs kept p99 under
-        // fcgiwrap's at 1.3x its rate, where 8 released at the head did not. Also on
+        // fcgiwrap's at 1.3x its rate, where 8 released at the head did not. On a machine
+        // where a start costs more (a VM trapping the dynamic loader's CPUIDs), 4 on 2
+        // CPUs gave p99 10.5 against 11.8 ms (C) and 11.9 against 13.5 ms (sh) at the
+        // same rate as 6 (six interleaved rounds each): 2 per CPU is the default. Also on
         // failure, and at the latest after `start_window`, so a script that waits (for a
         // slow client's body, a database) holds it only that long; a wait here is thus at
         // most about max_concurrent / max_starting windows, and never past the time
