@@ -138,6 +138,9 @@ best_peer() {
     fi
 }
 
+# pct A B -> A as a whole percentage of B (0 when B is not positive)
+pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f", (b > 0 ? 100 * a / b : 0) }'; }
+
 # over_floor RATE FLOOR -> microseconds per request above the floor's (1e6/rate - 1e6/floor)
 over_floor() { awk -v r="$1" -v f="$2" 'BEGIN { if (r > 0 && f > 0) printf "%.0f", 1e6 / r - 1e6 / f; else print "n/a" }'; }
 
@@ -192,8 +195,7 @@ for kind in c sh; do
     need=$(awk -v b="${RPS[$best]}" 'BEGIN { printf "%.0f", b * 1.3 }')
     printf '  %-3s vfork floor %s spawns/s; 1.3x the best peer is %s req/s = %s%% of it, portico is at %s%%\n' \
         "$kind" "$vfloor" "$need" \
-        "$(awk -v a="$need" -v b="$vfloor" 'BEGIN { printf "%.0f", (b > 0 ? 100 * a / b : 0) }')" \
-        "$(awk -v a="${RPS[portico_$kind]}" -v b="$vfloor" 'BEGIN { printf "%.0f", (b > 0 ? 100 * a / b : 0) }')"
+        "$(pct "$need" "$vfloor")" "$(pct "${RPS[portico_$kind]}" "$vfloor")"
     # What each server adds to a request on top of the bare spawn, in wall-clock time
     # per request at its rate (the machine's two CPUs shared by all): 1/rate - 1/floor.
     printf '  %-3s time per request above the vfork floor: portico %s us, %s %s us (peer / portico: %s)\n' \

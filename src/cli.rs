@@ -109,10 +109,8 @@ fn cgi(args: CgiArgs, registry: Registry) -> ExitCode {
         }
     };
     // One request per process: one thread is all it needs.
-    rt::set_threads(1);
-    if let Err(e) = rt::start() {
-        eprintln!("portico: cannot start the runtime: {e}");
-        return ExitCode::FAILURE;
+    if let Err(code) = start_runtime(1) {
+        return code;
     }
     match rt::block_on(server::run_cgi(cfg, &registry)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -121,6 +119,17 @@ fn cgi(args: CgiArgs, registry: Registry) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Starts the runtime on `threads` workers, before the first `block_on`: when threads
+/// cannot be made, it says so and gives the exit code, where async-io would panic and
+/// abort.
+fn start_runtime(threads: usize) -> Result<(), ExitCode> {
+    rt::set_threads(threads);
+    rt::start().map(drop).map_err(|e| {
+        eprintln!("portico: cannot start the runtime: {e}");
+        ExitCode::FAILURE
+    })
 }
 
 fn sources(
@@ -191,12 +200,8 @@ fn serve(args: ServeArgs, registry: Registry) -> ExitCode {
         }
         Ok(c)
     });
-    rt::set_threads(cfg.server.threads);
-    // Before the first `block_on`: when threads cannot be made, say so and exit, where
-    // async-io would panic and abort.
-    if let Err(e) = rt::start() {
-        eprintln!("portico: cannot start the runtime: {e}");
-        return ExitCode::FAILURE;
+    if let Err(code) = start_runtime(cfg.server.threads) {
+        return code;
     }
     match rt::block_on(server::run_with_reload(cfg, &registry, Some(reload))) {
         Ok(()) => ExitCode::SUCCESS,

@@ -202,24 +202,27 @@ mod exec {
         WORKERS.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Wakes the first worker that sleeps a way `how` accepts; whether one was.
+    fn wake_one(how: impl Fn(u8) -> bool) -> bool {
+        // Against a worker's `state` store then queue (or timer) check: either it sees
+        // what was just queued, or this sees it asleep.
+        fence(SeqCst);
+        workers().iter().any(|w| w.wake_if(&how))
+    }
+
     /// Wakes one sleeping worker for a task just queued, if any sleeps (the others are
     /// running, and look at the queue before they sleep): a parked one first, so the
     /// one in the poller stays there, watching connections and timers.
     fn wake_for_task() {
-        // Against a worker's `state` store then queue check: either it sees what was
-        // just queued, or this sees it asleep.
-        fence(SeqCst);
-        let workers = workers();
-        if !workers.iter().any(|w| w.wake_if(|s| s == PARKED)) {
-            workers.iter().any(|w| w.wake_if(|_| true));
+        if !wake_one(|s| s == PARKED) {
+            wake_one(|_| true);
         }
     }
 
     /// Wakes one parked worker, if any: the poller is being left with work to run, and
     /// needs another worker in it meanwhile.
     fn wake_parked() {
-        fence(SeqCst);
-        workers().iter().any(|w| w.wake_if(|s| s == PARKED));
+        wake_one(|s| s == PARKED);
     }
 
     /// A timer was set sooner than any other. Only the worker in the poller sleeps
@@ -229,15 +232,13 @@ mod exec {
     /// sees this timer, or this sees it asleep. Without an edge poller every parked
     /// worker keeps the timers, and all are woken.
     pub(super) fn wake_for_timer() {
-        let parked_keep_timers = !super::net::edge::available();
-        fence(SeqCst);
-        let workers = workers();
-        if parked_keep_timers {
-            for w in workers.iter() {
+        if super::net::edge::available() {
+            wake_one(|s| s == IN_POLLER);
+        } else {
+            fence(SeqCst);
+            for w in workers().iter() {
                 w.wake_if(|_| true);
             }
-        } else {
-            workers.iter().any(|w| w.wake_if(|s| s == IN_POLLER));
         }
     }
 
@@ -289,16 +290,10 @@ mod exec {
                 if ran % TICK == 0 {
                     // Connections, pipes and timers get their turn while tasks keep
                     // coming.
-                    if let Some(w) = waiter.as_mut() {
-                        w.dispatch(Some(Duration::ZERO));
-                    }
-                    super::timers::fire_due();
+                    look_around(&mut waiter);
                 }
             }
-            if let Some(w) = waiter.as_mut() {
-                w.dispatch(Some(Duration::ZERO));
-            }
-            super::timers::fire_due();
+            look_around(&mut waiter);
             if !queue.is_empty() {
                 continue;
             }
@@ -351,6 +346,15 @@ mod exec {
                 }
             }
         }
+    }
+
+    /// Without sleeping: wakes the tasks of ready connections and pipes, and of due
+    /// timers.
+    fn look_around(waiter: &mut Option<super::net::edge::Waiter>) {
+        if let Some(w) = waiter.as_mut() {
+            w.dispatch(Some(Duration::ZERO));
+        }
+        super::timers::fire_due();
     }
 
     /// A spawned task; dropping it lets the task run on (detached), as async-std's did.
@@ -1558,7 +1562,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Buffered<T> {
     }
 }
 
-/// Sockets on async-io's reactor (async-std's sockets were the same `Async<T>` inside), with a read that spares the system call that would fail.
+/// Sockets on async-io's reactor (async-std's sockets were the same `Async<T>` inside),
+/// with a read that spares the system call that would fail.
 ///
 /// A read that returns less than was asked for has emptied the socket's receive queue,
 /// as nginx also assumes on epoll: the next read waits for readiness first instead of
